@@ -1,0 +1,1 @@
+"""Rally plugins that measure metadata-service downtime during live migration."""

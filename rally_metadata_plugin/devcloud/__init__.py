@@ -1,0 +1,1 @@
+"""devcloud: a local simulated OpenStack for running the task without a cloud."""

@@ -1,0 +1,347 @@
+"""Render the guest probe script and the shell commands that drive it.
+
+The script is plain POSIX ``sh``: it must run under busybox ash (CirrOS has
+busybox applets and curl, no bash, no python) and under dash.  Design choices,
+each answering a weakness of the one-probe-at-a-time loops in common use:
+
+* Every probe is bounded (connect and total timeout), so an outage of any
+  kind (refused, dropped packets, a hanging answer, HTTP errors, another
+  instance's data) is written to the log while it happens.
+* Probes are launched on a fixed schedule, each in its own background
+  subshell, so a probe that hangs until its timeout does not stretch the
+  sampling period: the edges of an outage stay known to within one period.
+* A probe passes only on HTTP 200 whose body contains the expected text;
+  the expected text is never empty.
+* Per probe the guest spawns the HTTP client and ``sleep``; timestamps come
+  from ``/proc/uptime`` and the content check is done with shell builtins.
+* One record per probe, written with a single ``printf`` to a file opened in
+  append mode, so concurrent probes never interleave within a line.
+
+Record format (one line each, fields separated by one space)::
+
+    <seq> <start> <end> <verdict> <reason>
+
+``seq`` counts probes from 1, ``start``/``end`` are ``/proc/uptime`` seconds
+taken just before the request and just after it, ``verdict`` is ``P`` or
+``F`` and ``reason`` is ``ok``, ``http:<status>``, ``content``,
+``curl:<exit code>`` or ``wget:<class>``.  Lines starting with ``#`` carry
+meter events (``#start``, ``#stop``, ``#fatal``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+
+METADATA_HOST = "169.254.169.254"
+#: The instance's own hostname as served by the metadata service (EC2 API).
+DEFAULT_URL = f"http://{METADATA_HOST}/latest/meta-data/hostname"
+#: The OpenStack metadata document carrying the instance UUID.
+OPENSTACK_METADATA_URL = f"http://{METADATA_HOST}/openstack/latest/meta_data.json"
+HTTP_TOOLS = ("auto", "curl", "wget")
+LOG_FORMAT_VERSION = 1
+
+#: Exit status of the script when the guest has no usable HTTP client.
+EXIT_NO_HTTP_CLIENT = 3
+#: Exit status when no expected content could be determined.
+EXIT_NO_EXPECTATION = 4
+
+
+def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
+    """The metadata URL over IPv6 link-local, scoped to ``interface``."""
+    return f"http://[fe80::a9fe:a9fe%25{interface}]{path}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """Everything the guest script needs to know.
+
+    Times are in seconds.  ``expect`` empty means: the guest's hostname, read
+    once at start.
+    """
+
+    url: str = DEFAULT_URL
+    expect: str = ""
+    interval: float = 0.2
+    fast_interval: float = 0.05
+    connect_timeout: float = 0.5
+    timeout: float = 1.0
+    tool: str = "auto"
+    workdir: str = "/tmp/rally-metadata-meter"
+    log: str = ""
+    pidfile: str = ""
+    duration: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Human-readable reasons why these settings are unusable."""
+        found = []
+        if not self.url.startswith(("http://", "https://")):
+            found.append(f"url must be an http(s) URL, got {self.url!r}")
+        for name in ("interval", "fast_interval", "connect_timeout", "timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                found.append(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.duration < 0:
+            found.append(f"duration must be 0 (unlimited) or positive, got {self.duration!r}")
+        if not found and self.connect_timeout > self.timeout:
+            found.append(
+                f"connect_timeout ({self.connect_timeout}) must not exceed timeout ({self.timeout})"
+            )
+        if self.tool not in HTTP_TOOLS:
+            found.append(f"tool must be one of {', '.join(HTTP_TOOLS)}, got {self.tool!r}")
+        for name in ("url", "expect", "workdir", "log", "pidfile"):
+            if "\n" in getattr(self, name):
+                found.append(f"{name} must be a single line")
+        return found
+
+    @property
+    def log_path(self) -> str:
+        return self.log or f"{self.workdir}/meter.log"
+
+    @property
+    def pid_path(self) -> str:
+        return self.pidfile or f"{self.workdir}/meter.pid"
+
+    @property
+    def fast_flag_path(self) -> str:
+        """While this file exists the meter probes at ``fast_interval``."""
+        return f"{self.workdir}/fast"
+
+    @property
+    def script_path(self) -> str:
+        return f"{self.workdir}/meter.sh"
+
+    @property
+    def body_slots(self) -> int:
+        """Scratch files reused round-robin by concurrent probes.
+
+        A probe lives at most ``timeout`` seconds, so at most
+        ``timeout / fast_interval`` probes overlap; keep a safety margin.
+        """
+        return int(math.ceil(self.timeout / min(self.interval, self.fast_interval))) + 3
+
+
+def _seconds(value: float) -> str:
+    """A decimal literal accepted by sleep, curl and awk-free shells."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+_SCRIPT_TEMPLATE = r"""#!/bin/sh
+# rally-metadata-plugin guest meter, log format {version}.
+# Probes a metadata URL on a fixed schedule and logs one line per probe.
+URL={url}
+EXPECT={expect}
+INTERVAL={interval}
+FAST_INTERVAL={fast_interval}
+CONNECT_TIMEOUT={connect_timeout}
+TIMEOUT={timeout}
+WGET_TIMEOUT={wget_timeout}
+TOOL={tool}
+LOG={log}
+PIDFILE={pidfile}
+FAST_FLAG={fast_flag}
+SCRATCH={scratch}
+SLOTS={slots}
+DURATION={duration}
+
+mkdir -p {workdir} || exit 1
+exec 3>>"$LOG"
+echo $$ >"$PIDFILE"
+
+now() {{ read -r NOW _ </proc/uptime; }}
+event() {{ now; printf '#%s %s %s\n' "$1" "$NOW" "$2" >&3; }}
+
+is_busybox_wget() {{
+    command -v wget >/dev/null 2>&1 || return 1
+    case "$(wget --help 2>&1)" in *BusyBox*) return 0 ;; esac
+    return 1
+}}
+# auto: busybox wget is the cheapest probe (one small static binary), then
+# curl, then any other wget.
+if [ "$TOOL" = auto ]; then
+    if is_busybox_wget; then TOOL=wget
+    elif command -v curl >/dev/null 2>&1; then TOOL=curl
+    elif command -v wget >/dev/null 2>&1; then TOOL=wget
+    else TOOL=none
+    fi
+fi
+if [ "$TOOL" != none ] && ! command -v "$TOOL" >/dev/null 2>&1; then TOOL=none; fi
+if [ "$TOOL" = none ]; then
+    event fatal "no-http-client neither curl nor wget is installed"
+    exit {exit_no_client}
+fi
+WGET_QUIET=-q
+WGET_LIMIT="-T $WGET_TIMEOUT"
+WGET_GUARD=
+if [ "$TOOL" = wget ]; then
+    # GNU wget -q hides errors; busybox wget -q only hides progress.
+    is_busybox_wget || WGET_QUIET=-nv
+    # Some busybox builds crash on -T; bound the probe with timeout instead.
+    wget -q -T 1 -O /dev/null http://127.0.0.1:9/ >/dev/null 2>&1
+    if [ $? -ge 128 ]; then WGET_LIMIT=; WGET_GUARD="timeout $WGET_TIMEOUT"; fi
+fi
+if [ -z "$EXPECT" ]; then
+    read -r EXPECT </proc/sys/kernel/hostname 2>/dev/null || EXPECT=
+    [ -n "$EXPECT" ] || EXPECT=$(hostname 2>/dev/null)
+fi
+if [ -z "$EXPECT" ]; then
+    event fatal "no-expectation no expected content given and the hostname is empty"
+    exit {exit_no_expect}
+fi
+
+trap 'event stop signal; exit 0' TERM INT HUP
+
+# Reads a whole file into BODY with builtins only (no extra process).
+slurp() {{
+    BODY=
+    while IFS= read -r line || [ -n "$line" ]; do BODY="$BODY$line
+"; done <"$1"
+}}
+
+probe() {{
+    out="$SCRATCH.$(( $1 % SLOTS ))"
+    now; t0=$NOW
+    if [ "$TOOL" = curl ]; then
+        curl -s -g -o "$out.body" -w '%{{http_code}}\n' \
+            --connect-timeout "$CONNECT_TIMEOUT" -m "$TIMEOUT" "$URL" >"$out.code" 2>/dev/null
+        rc=$?
+        now
+        read -r code <"$out.code" || code=000
+        if [ "$rc" -ne 0 ]; then reason="curl:$rc"
+        elif [ "$code" != 200 ]; then reason="http:$code"
+        else reason=ok
+        fi
+    else
+        $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL" 2>"$out.err"
+        rc=$?
+        now
+        if [ "$rc" -eq 0 ]; then reason=ok
+        else
+            slurp "$out.err"
+            case "$BODY" in
+                *"HTTP/1."?" "[0-9][0-9][0-9]*)
+                    code=${{BODY#*HTTP/1.? }}; reason="http:${{code%%[!0-9]*}}" ;;
+                *"ERROR "[0-9][0-9][0-9]*)
+                    code=${{BODY#*ERROR }}; reason="http:${{code%%[!0-9]*}}" ;;
+                *[Rr]efused*) reason=wget:refused ;;
+                *"timed out"*|*[Tt]imeout*) reason=wget:timeout ;;
+                *[Rr]eset*) reason=wget:reset ;;
+                *unreachable*) reason=wget:unreachable ;;
+                *) if [ "$rc" -ge 124 ]; then reason=wget:timeout; else reason="wget:exit$rc"; fi ;;
+            esac
+        fi
+    fi
+    verdict=F
+    if [ "$reason" = ok ]; then
+        slurp "$out.body"
+        case "$BODY" in *"$EXPECT"*) verdict=P ;; *) reason=content ;; esac
+    fi
+    printf '%s %s %s %s %s\n' "$1" "$t0" "$NOW" "$verdict" "$reason" >&3
+}}
+
+event start "v={version} tool=$TOOL interval=$INTERVAL fast_interval=$FAST_INTERVAL timeout=$TIMEOUT"
+now; DEADLINE=
+if [ "$DURATION" != 0 ]; then DEADLINE=${{NOW%.*}}; DEADLINE=$(( DEADLINE + {duration_whole} )); fi
+seq=0
+while :; do
+    seq=$(( seq + 1 ))
+    probe "$seq" &
+    if [ -e "$FAST_FLAG" ]; then sleep "$FAST_INTERVAL"; else sleep "$INTERVAL"; fi
+    # Reap finished probes so the shell's job table stays small.
+    jobs >/dev/null 2>&1
+    if [ -n "$DEADLINE" ]; then
+        now
+        if [ "${{NOW%.*}}" -ge "$DEADLINE" ]; then wait; event stop duration; exit 0; fi
+    fi
+done
+"""
+
+
+def render_probe_script(settings: ProbeSettings) -> str:
+    """The guest script for ``settings``, as text for ``sh``."""
+    quote = shlex.quote
+    return _SCRIPT_TEMPLATE.format(
+        version=LOG_FORMAT_VERSION,
+        url=quote(settings.url),
+        expect=quote(settings.expect),
+        interval=_seconds(settings.interval),
+        fast_interval=_seconds(settings.fast_interval),
+        connect_timeout=_seconds(settings.connect_timeout),
+        timeout=_seconds(settings.timeout),
+        # busybox wget takes whole seconds only.
+        wget_timeout=max(1, int(math.ceil(settings.timeout))),
+        tool=quote(settings.tool),
+        log=quote(settings.log_path),
+        pidfile=quote(settings.pid_path),
+        fast_flag=quote(settings.fast_flag_path),
+        scratch=quote(f"{settings.workdir}/probe"),
+        slots=settings.body_slots,
+        workdir=quote(settings.workdir),
+        duration=_seconds(settings.duration),
+        duration_whole=int(math.ceil(settings.duration)),
+        exit_no_client=EXIT_NO_HTTP_CLIENT,
+        exit_no_expect=EXIT_NO_EXPECTATION,
+    )
+
+
+# -- Commands the controller runs in the guest over SSH ----------------------
+# Each is one ``sh -c``-able line, so a controller needs one round trip per
+# step.  They only use POSIX sh and busybox applets.
+
+
+def install_command(settings: ProbeSettings) -> str:
+    """Read the script from stdin into place, starting from an empty log."""
+    q = shlex.quote
+    return (
+        f"mkdir -p {q(settings.workdir)} && cat >{q(settings.script_path)} && "
+        f"rm -f {q(settings.log_path)} {q(settings.pid_path)} {q(settings.fast_flag_path)}"
+    )
+
+
+def start_command(settings: ProbeSettings) -> str:
+    """Start the meter detached from the SSH channel in its own session.
+
+    ``setsid`` makes the meter a process-group leader, so stopping the group
+    also stops any probe in flight.  Prints the pid once the meter wrote it.
+    """
+    q = shlex.quote
+    script, pidfile = q(settings.script_path), q(settings.pid_path)
+    return (
+        f"cd {q(settings.workdir)} && "
+        f"if command -v setsid >/dev/null 2>&1; then "
+        f"setsid sh {script} </dev/null >/dev/null 2>&1 & "
+        f"else nohup sh {script} </dev/null >/dev/null 2>&1 & fi; "
+        f"i=0; while [ ! -s {pidfile} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"cat {pidfile}"
+    )
+
+
+def stop_command(settings: ProbeSettings) -> str:
+    """Stop the meter's whole process group, wait for it, print the log."""
+    q = shlex.quote
+    pidfile, log = q(settings.pid_path), q(settings.log_path)
+    return (
+        f"if [ -s {pidfile} ]; then read -r p <{pidfile}; "
+        f"kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
+        f"i=0; while kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"kill -KILL -- -$p 2>/dev/null; rm -f {pidfile}; fi; "
+        f"cat {log} 2>/dev/null; true"
+    )
+
+
+def read_log_command(settings: ProbeSettings) -> str:
+    """Print the log while the meter keeps running (uptime on the first line)."""
+    return f"cat /proc/uptime; cat {shlex.quote(settings.log_path)} 2>/dev/null; true"
+
+
+def fast_mode_command(settings: ProbeSettings, enabled: bool) -> str:
+    """Switch the probe rate to ``fast_interval`` (or back)."""
+    path = shlex.quote(settings.fast_flag_path)
+    return f": >{path}" if enabled else f"rm -f {path}"

@@ -1,0 +1,1 @@
+"""Rally plugins (scenario, SLA). Rally imports every module of this package."""
