@@ -87,7 +87,8 @@ class ProbeSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 found.append(f"{name} must be a positive number of seconds, got {value!r}")
-        if self.duration < 0:
+        if not (isinstance(self.duration, (int, float)) and math.isfinite(self.duration)
+                and self.duration >= 0):
             found.append(f"duration must be 0 (unlimited) or positive, got {self.duration!r}")
         if not found and self.connect_timeout > self.timeout:
             found.append(
@@ -124,7 +125,14 @@ class ProbeSettings:
         A probe lives at most ``timeout`` seconds, so at most
         ``timeout / fast_interval`` probes overlap; keep a safety margin.
         """
-        return int(math.ceil(self.timeout / min(self.interval, self.fast_interval))) + 3
+        # busybox wget is bounded in whole seconds (see ``wget_timeout``).
+        longest = max(self.timeout, self.wget_timeout)
+        return int(math.ceil(longest / min(self.interval, self.fast_interval))) + 3
+
+    @property
+    def wget_timeout(self) -> int:
+        """busybox wget (and ``timeout``) take whole seconds only."""
+        return max(1, int(math.ceil(self.timeout)))
 
 
 def _seconds(value: float) -> str:
@@ -181,8 +189,9 @@ WGET_QUIET=-q
 WGET_LIMIT="-T $WGET_TIMEOUT"
 WGET_GUARD=
 if [ "$TOOL" = wget ]; then
-    # GNU wget -q hides errors; busybox wget -q only hides progress.
-    is_busybox_wget || WGET_QUIET=-nv
+    # GNU wget -q hides errors; busybox wget -q only hides progress.  GNU
+    # wget retries a timed-out request 20 times (with back-off): one try only.
+    is_busybox_wget || WGET_QUIET="-nv --tries=1"
     # Some busybox builds crash on -T; bound the probe with timeout instead.
     wget -q -T 1 -O /dev/null http://127.0.0.1:9/ >/dev/null 2>&1
     if [ $? -ge 128 ]; then WGET_LIMIT=; WGET_GUARD="timeout $WGET_TIMEOUT"; fi
@@ -190,6 +199,8 @@ fi
 if [ -z "$EXPECT" ]; then
     read -r EXPECT </proc/sys/kernel/hostname 2>/dev/null || EXPECT=
     [ -n "$EXPECT" ] || EXPECT=$(hostname 2>/dev/null)
+    # busybox hostname prints "?" when the hostname is empty.
+    case "$EXPECT" in "?") EXPECT= ;; esac
 fi
 if [ -z "$EXPECT" ]; then
     event fatal "no-expectation no expected content given and the hostname is empty"
@@ -247,8 +258,10 @@ probe() {{
 }}
 
 event start "v={version} tool=$TOOL interval=$INTERVAL fast_interval=$FAST_INTERVAL timeout=$TIMEOUT"
+# NOW in centiseconds (/proc/uptime has two decimals; no leading zeros).
+centis() {{ CS=${{NOW%.*}}${{NOW#*.}}; CS=${{CS#0}}; CS=${{CS#0}}; CS=${{CS:-0}}; }}
 now; DEADLINE=
-if [ "$DURATION" != 0 ]; then DEADLINE=${{NOW%.*}}; DEADLINE=$(( DEADLINE + {duration_whole} )); fi
+if [ "$DURATION" != 0 ]; then centis; DEADLINE=$(( CS + {duration_centis} )); fi
 seq=0
 while :; do
     seq=$(( seq + 1 ))
@@ -258,7 +271,8 @@ while :; do
     jobs >/dev/null 2>&1
     if [ -n "$DEADLINE" ]; then
         now
-        if [ "${{NOW%.*}}" -ge "$DEADLINE" ]; then wait; event stop duration; exit 0; fi
+        centis
+        if [ "$CS" -ge "$DEADLINE" ]; then wait; event stop duration; exit 0; fi
     fi
 done
 """
@@ -275,8 +289,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
         fast_interval=_seconds(settings.fast_interval),
         connect_timeout=_seconds(settings.connect_timeout),
         timeout=_seconds(settings.timeout),
-        # busybox wget takes whole seconds only.
-        wget_timeout=max(1, int(math.ceil(settings.timeout))),
+        wget_timeout=settings.wget_timeout,
         tool=quote(settings.tool),
         log=quote(settings.log_path),
         pidfile=quote(settings.pid_path),
@@ -285,7 +298,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
         slots=settings.body_slots,
         workdir=quote(settings.workdir),
         duration=_seconds(settings.duration),
-        duration_whole=int(math.ceil(settings.duration)),
+        duration_centis=int(math.ceil(settings.duration * 100)),
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
     )
@@ -329,9 +342,11 @@ def stop_command(settings: ProbeSettings) -> str:
     pidfile, log = q(settings.pid_path), q(settings.log_path)
     return (
         f"if [ -s {pidfile} ]; then read -r p <{pidfile}; "
-        f"kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
+        # No "--" before the negative pid: dash's kill rejects it (and busybox
+        # ash's complains), so "kill -TERM -- -$p" left the probes running.
+        f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
         f"i=0; while kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
-        f"kill -KILL -- -$p 2>/dev/null; rm -f {pidfile}; fi; "
+        f"kill -KILL -$p 2>/dev/null; rm -f {pidfile}; fi; "
         f"cat {log} 2>/dev/null; true"
     )
 

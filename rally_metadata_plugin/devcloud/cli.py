@@ -1,0 +1,95 @@
+"""``rally-metadata-devcloud``: run the devcloud from a shell.
+
+    rally-metadata-devcloud serve --profile healthy --seed 1 \\
+        --state-dir DIR [--port 0] [--hypervisors 2] [--ssh-port 2222]
+
+Prints one JSON line with the URLs and file paths once ready (the same
+object is in ``DIR/ready``), then serves until SIGTERM or SIGINT, on which
+it kills every guest process and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from rally_metadata_plugin.devcloud import profiles
+from rally_metadata_plugin.devcloud.cloud import DevCloud
+from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
+                                                   default_users)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rally-metadata-devcloud",
+        description="A local simulated OpenStack whose live migrations "
+                    "really disturb the guests' metadata service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run until SIGTERM/SIGINT")
+    serve.add_argument("--profile", default="healthy",
+                       help="fault profile: a shipped name "
+                            f"({', '.join(profiles.available())}) or a "
+                            "YAML path")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--state-dir", type=Path, required=True)
+    serve.add_argument("--port", type=int, default=0,
+                       help="API port on 127.0.0.1 (0: any free port)")
+    serve.add_argument("--hypervisors", type=int, default=2)
+    serve.add_argument("--ssh-port", type=int, default=2222)
+    serve.add_argument("--ssh-user", default="cirros")
+    serve.add_argument("--users", type=int, default=1,
+                       help="number of existing non-admin users, each in "
+                            "its own project")
+    serve.add_argument("--floating-cidr", default="127.0.1.0/24")
+    serve.add_argument("--boot-seconds", type=float, default=0.3)
+    serve.add_argument("--nova-version", default="2.79",
+                       help="microversion written into env.json")
+    serve.add_argument("--log-level", default="WARNING")
+    sub.add_parser("profiles", help="list the shipped profiles")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = DevCloudConfig(
+        state_dir=args.state_dir, profile=args.profile, seed=args.seed,
+        port=args.port, hypervisors=args.hypervisors,
+        ssh_port=args.ssh_port, ssh_user=args.ssh_user,
+        floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
+        nova_version=args.nova_version, users=default_users(args.users))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    cloud = DevCloud(config)
+    cloud.start()
+    try:
+        print(json.dumps(cloud.ready_info()), flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        cloud.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "profiles":
+        for name in profiles.available():
+            print(f"{name}: {profiles.Profile.load(name).description}")
+        return 0
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return serve(args)
+    except (ValueError, profiles.ProfileError, OSError) as e:
+        print(f"rally-metadata-devcloud: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Configuration of one devcloud instance."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+from rally_metadata_plugin.devcloud.profiles import Profile
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSpec:
+    """An existing keystone user, alone in its own project."""
+
+    name: str
+    password: str
+    project: str
+    admin: bool = False
+
+
+def default_users(count: int = 1) -> tuple[UserSpec, ...]:
+    """``admin`` plus ``count`` users: demo, demo2, demo3..."""
+    names = ["demo"] + [f"demo{i}" for i in range(2, count + 1)]
+    return (UserSpec("admin", "admin-secret", "admin", admin=True),
+            *(UserSpec(n, f"{n}-secret", n) for n in names))
+
+
+@dataclasses.dataclass
+class DevCloudConfig:
+    """Knobs of a devcloud; every field has a default that suits tests.
+
+    :param state_dir: where env.json, rally.conf, truth.jsonl, requests.log,
+        the guests' home directories and the ``ready`` file are written.
+    :param profile: the live-migration fault profile (name, path or object).
+    :param seed: seed of every random draw of the migration model.
+    :param port: API port on 127.0.0.1 (0: any free port).
+    :param hypervisors: number of compute hosts (at least 2 to migrate).
+    :param ssh_port: port each guest's SSH server binds on its floating IP.
+    :param ssh_user: the only user name guests accept.
+    :param floating_cidr: loopback range the ``public`` network hands out
+        floating IPs from; guests' SSH servers bind to these addresses.
+    :param boot_seconds: BUILD -> ACTIVE delay.
+    :param nova_version: microversion written into env.json's api_info.
+    :param region: keystone region of every catalog endpoint.
+    :param users: the existing users (one admin, one or more users).
+    :param hang_limit: how long a ``hang`` outage holds a request at most.
+    """
+
+    state_dir: Path
+    profile: str | Path | Profile = "healthy"
+    seed: int = 0
+    port: int = 0
+    hypervisors: int = 2
+    ssh_port: int = 2222
+    ssh_user: str = "cirros"
+    floating_cidr: str = "127.0.1.0/24"
+    boot_seconds: float = 0.3
+    nova_version: str = "2.79"
+    region: str = "RegionOne"
+    users: tuple[UserSpec, ...] = dataclasses.field(
+        default_factory=default_users)
+    hang_limit: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if self.hypervisors < 1:
+            raise ValueError("hypervisors must be >= 1")
+        network = ipaddress.ip_network(self.floating_cidr)
+        if not network.is_loopback:
+            # guests bind real sockets on their floating IPs
+            raise ValueError("floating_cidr must be inside 127.0.0.0/8")
+        if sum(1 for u in self.users if u.admin) != 1:
+            raise ValueError("exactly one admin user is required")
+        if not any(not u.admin for u in self.users):
+            raise ValueError("at least one non-admin user is required")
+
+    def load_profile(self) -> Profile:
+        if isinstance(self.profile, Profile):
+            return self.profile
+        return Profile.load(self.profile)

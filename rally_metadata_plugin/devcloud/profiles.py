@@ -1,0 +1,197 @@
+"""Live-migration fault profiles: the migration fault model as data.
+
+A profile is a YAML file (see ``profiles/*.yaml``) drawn from once per
+migration with a seeded :class:`random.Random`. Every field is documented in
+the shipped files; the format in short::
+
+    name: healthy
+    description: free text
+    precopy_seconds: [0.3, 1.0]   # uniform [min, max] (or one number)
+    pause_seconds: [0.02, 0.3]
+    outcomes:                     # one is picked per migration, by weight
+      - weight: 9
+        outage_delay_seconds: 0
+        outage_seconds: [0.2, 1.5]    # null: the outage never ends
+        kinds: {refused: 1, http_500: 1}
+      - weight: 1
+        error: {message: "...", code: 500}
+
+No code path depends on a profile's name: adding a profile is adding a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+#: What the metadata service does to a request arriving during an outage.
+OUTAGE_KINDS = ("refused", "hang", "http_500", "http_503", "wrong_instance")
+
+
+class ProfileError(ValueError):
+    """A profile file is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A uniform distribution on ``[low, high]`` seconds."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def parse(cls, value: Any, field: str) -> "Range":
+        if isinstance(value, (int, float)):
+            return cls(float(value), float(value))
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, (int, float)) for v in value)
+                and 0 <= value[0] <= value[1]):
+            return cls(float(value[0]), float(value[1]))
+        raise ProfileError(f"{field}: expected a number or [min, max] with "
+                           f"0 <= min <= max, got {value!r}")
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultSpec:
+    """Makes a migration fail: the server goes to ERROR with this fault."""
+
+    message: str
+    code: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One weighted way a migration can end."""
+
+    weight: float
+    kinds: Mapping[str, float]
+    outage: Range | None          # None: the outage never ends
+    outage_delay: Range
+    error: FaultSpec | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutagePlan:
+    """The metadata outage of one migration, relative to the switchover."""
+
+    kind: str
+    delay: float
+    duration: float | None        # None: until the server is deleted
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationPlan:
+    """Everything random about one migration, drawn up front."""
+
+    precopy: float
+    pause: float
+    outage: OutagePlan | None
+    error: FaultSpec | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A named fault model for live migrations."""
+
+    name: str
+    description: str
+    precopy: Range
+    pause: Range
+    outcomes: tuple[Outcome, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Profile":
+        if not isinstance(data, Mapping):
+            raise ProfileError("a profile is a mapping")
+        outcomes = tuple(_parse_outcome(o, i)
+                         for i, o in enumerate(data.get("outcomes") or []))
+        if not outcomes:
+            raise ProfileError("outcomes: at least one is required")
+        if sum(o.weight for o in outcomes) <= 0:
+            raise ProfileError("outcomes: weights must not all be zero")
+        return cls(
+            name=str(data.get("name", "custom")),
+            description=str(data.get("description", "")).strip(),
+            precopy=Range.parse(data.get("precopy_seconds", 0.5),
+                                "precopy_seconds"),
+            pause=Range.parse(data.get("pause_seconds", 0.05),
+                              "pause_seconds"),
+            outcomes=outcomes)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "Profile":
+        """Load a shipped profile by name, or any profile file by path."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ProfileError(
+                f"no profile {name_or_path!r}; shipped: {available()}")
+        with path.open() as f:
+            return cls.from_dict(yaml.safe_load(f))
+
+    def draw(self, rng: random.Random) -> MigrationPlan:
+        """Draw one migration's plan; the order of draws is fixed so that a
+        seed reproduces the same plan."""
+        precopy = self.precopy.draw(rng)
+        pause = self.pause.draw(rng)
+        outcome = rng.choices(self.outcomes,
+                              weights=[o.weight for o in self.outcomes])[0]
+        if outcome.error is not None:
+            return MigrationPlan(precopy, pause, None, outcome.error)
+        if not outcome.kinds:
+            return MigrationPlan(precopy, pause, None, None)
+        kinds = sorted(outcome.kinds)
+        kind = rng.choices(kinds, weights=[outcome.kinds[k] for k in kinds])[0]
+        delay = outcome.outage_delay.draw(rng)
+        duration = outcome.outage.draw(rng) if outcome.outage else None
+        return MigrationPlan(precopy, pause,
+                             OutagePlan(kind, delay, duration), None)
+
+
+def available() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _parse_outcome(data: Any, index: int) -> Outcome:
+    where = f"outcomes[{index}]"
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: expected a mapping")
+    weight = data.get("weight", 1)
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise ProfileError(f"{where}.weight: a number >= 0")
+    error = data.get("error")
+    if error is not None:
+        if not isinstance(error, Mapping) or "message" not in error:
+            raise ProfileError(f"{where}.error: needs a message")
+        return Outcome(float(weight), {}, None, Range(0, 0),
+                       FaultSpec(str(error["message"]),
+                                 int(error.get("code", 500))))
+    kinds = data.get("kinds") or {}
+    if not isinstance(kinds, Mapping):
+        raise ProfileError(f"{where}.kinds: a mapping kind -> weight")
+    for kind, kind_weight in kinds.items():
+        if kind not in OUTAGE_KINDS:
+            raise ProfileError(f"{where}.kinds: unknown kind {kind!r}, "
+                               f"expected one of {OUTAGE_KINDS}")
+        if not isinstance(kind_weight, (int, float)) or kind_weight < 0:
+            raise ProfileError(f"{where}.kinds.{kind}: a number >= 0")
+    if "outage_seconds" not in data and kinds:
+        raise ProfileError(f"{where}.outage_seconds is required "
+                           f"(null for an outage that never ends)")
+    raw_outage = data.get("outage_seconds")
+    outage = (None if raw_outage is None
+              else Range.parse(raw_outage, f"{where}.outage_seconds"))
+    delay = Range.parse(data.get("outage_delay_seconds", 0),
+                        f"{where}.outage_delay_seconds")
+    return Outcome(float(weight), dict(kinds), outage, delay)

@@ -1,0 +1,367 @@
+"""Control the guest meter over SSH.
+
+:class:`GuestMeter` is a context manager around an ``rally.utils.sshutils.SSH``
+connection: it installs and starts the probe script, confirms it runs, reads
+the log (each read also samples the guest clock), switches fast mode, waits
+for a healthy baseline or for recovery, and on exit always stops the meter
+and closes the connection.  Errors are :class:`GuestError` with sentences a
+user can act on.
+
+Rally's ``SSH.execute`` polls its channel with a 1 s ``select`` timeout, so
+a command costs 1-2 s.  Commands here go through the paramiko client that
+``SSH`` holds and block on the channel instead: a round trip costs what the
+network costs, which keeps the controller/guest clock mapping tight.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import socket
+import time
+from typing import Any, Callable, Optional
+
+from rally_metadata_plugin.meter import analysis
+from rally_metadata_plugin.meter import clock as clocklib
+from rally_metadata_plugin.meter import script
+
+LOG = logging.getLogger(__name__)
+
+_UPTIME = "cat /proc/uptime"
+
+#: Hints for failure reasons seen while waiting for the baseline.
+_UNREACHABLE_HINT = (
+    "the guest cannot reach the metadata service: check that it runs for this network "
+    "(neutron-metadata-agent or the OVN metadata agent on the compute host, or "
+    "enable_isolated_metadata on the DHCP agent when the network has no router), and that "
+    "the security group allows egress to 169.254.169.254 port 80"
+)
+_HINTS = collections.OrderedDict([
+    ("unreachable", _UNREACHABLE_HINT),
+    ("http:404", "the metadata URL does not exist on this cloud: check metadata_url"),
+    ("http:429", "neutron's metadata rate limiting rejects the probes: raise probe_interval "
+                 "or the rate limit"),
+    ("http:5xx", "the metadata service fails (nova metadata API, or the proxy's shared "
+                 "secret between neutron and nova)"),
+    ("http", "the metadata service answers with an HTTP error"),
+    ("content", "the answer does not contain the expected text: by default the server's UUID "
+                "in /openstack/latest/meta_data.json; check metadata_url and expect"),
+    ("resolve", "the guest cannot resolve the metadata host name: use an IP address URL"),
+])
+
+
+class GuestError(Exception):
+    """Something failed inside the guest or on the way to it."""
+
+
+class BaselineError(GuestError):
+    """The metadata service never answered correctly before migrating."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The log as read at one moment, with the guest clock at that moment."""
+
+    text: str
+    log: analysis.MeterLog
+    clock: clocklib.ClockSample
+
+    @property
+    def guest_time(self) -> float:
+        return self.clock.guest
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+    """Outcome of waiting for metadata after a migration."""
+
+    snapshot: Snapshot
+    recovered: bool
+    #: Guest time from which good probes counted towards recovery.
+    since: float
+
+
+def _reason_class(reason: str) -> str:
+    if reason in ("curl:7", "curl:28", "curl:52", "curl:56") or reason.startswith("wget:"):
+        return "unreachable"
+    if reason == "curl:6":
+        return "resolve"
+    if reason.startswith("http:5"):
+        return "http:5xx"
+    if reason in ("http:404", "http:429", "content"):
+        return reason
+    if reason.startswith("http:"):
+        return "http"
+    return "unreachable"
+
+
+def explain_no_baseline(log: analysis.MeterLog, needed: int, waited: float, url: str) -> str:
+    """Why a baseline never came, in sentences naming the likely causes."""
+    if log.fatal:
+        detail = log.fatal
+        if detail.startswith("no-http-client"):
+            return ("The guest meter cannot probe: neither curl nor wget is installed in the "
+                    "image. Use an image with curl or busybox wget (CirrOS has both).")
+        return f"The guest meter gave up: {detail}."
+    records = log.records
+    if not records:
+        return (f"The guest meter wrote no probe in {waited:.0f} s: it may have been killed, "
+                f"or the guest is too slow; check that /tmp is writable.")
+    good = sum(1 for r in records if r.ok)
+    reasons = collections.Counter(r.reason for r in records if not r.ok)
+    ranked = ", ".join(f"{analysis.describe_reason(r)} ({n}x)" for r, n in reasons.most_common(4))
+    classes = []
+    for reason, _ in reasons.most_common():
+        cls = _reason_class(reason)
+        if cls not in classes:
+            classes.append(cls)
+    hints = "; ".join(_HINTS[c] for c in classes[:3])
+    head = (f"Metadata at {url} never answered correctly {needed} times in a row within "
+            f"{waited:.0f} s ({good} of {len(records)} probes passed).")
+    if not reasons:
+        return head + " The probes that ran passed, but too few of them in a row."
+    return f"{head} Failures: {ranked}. Likely cause: {hints}."
+
+
+class GuestMeter:
+    """The guest meter on one server, driven over one SSH connection."""
+
+    def __init__(
+        self,
+        ssh: Any,
+        settings: script.ProbeSettings,
+        *,
+        command_timeout: float = 60.0,
+        start_timeout: float = 15.0,
+        poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        fast_exec: bool = True,
+    ) -> None:
+        self.ssh = ssh
+        self.settings = settings
+        self.command_timeout = command_timeout
+        self.start_timeout = start_timeout
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._fast_exec = fast_exec
+        self._launched = False
+        self.pid: Optional[int] = None
+        #: The log as printed by the final stop (None until stopped).
+        self.final_log: Optional[str] = None
+        self.last_snapshot: Optional[Snapshot] = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def __enter__(self) -> "GuestMeter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self._launched and self.final_log is None:
+                try:
+                    self.stop()
+                except Exception as e:  # never hide the original failure
+                    LOG.warning("Could not stop the guest meter: %s", e)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.ssh.close()
+        except AttributeError:
+            pass  # sshutils.SSH.close() on a connection that never opened
+        except Exception as e:
+            LOG.warning("Could not close the SSH connection: %s", e)
+
+    def wait_for_ssh(self, timeout: float, interval: float = 1.0) -> None:
+        self.ssh.wait(timeout, interval)
+
+    def start(self) -> int:
+        """Install and start the meter; returns its pid once its first record is written."""
+        settings = self.settings
+        status, _, err = self._exec(script.install_command(settings),
+                                    stdin=script.render_probe_script(settings))
+        if status != 0:
+            raise GuestError(
+                f"Could not install the meter script in {settings.workdir} (exit {status}: "
+                f"{err.strip() or 'no message'}); the directory must be writable by the SSH user."
+            )
+        self._launched = True
+        status, out, err = self._exec(script.start_command(settings))
+        try:
+            self.pid = int(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            snapshot = self._try_read()
+            if snapshot is not None and snapshot.log.fatal:
+                raise GuestError(explain_no_baseline(snapshot.log, 1, 0, settings.url)) from None
+            raise GuestError(
+                f"The guest meter did not start: no pid in {settings.pid_path} (exit {status}, "
+                f"{err.strip() or 'no message'}). The guest needs a POSIX sh and a writable "
+                f"{settings.workdir}."
+            ) from None
+        deadline = self._clock() + self.start_timeout
+        while True:
+            snapshot = self.read()
+            if snapshot.log.fatal:
+                raise GuestError(explain_no_baseline(snapshot.log, 1, 0, settings.url))
+            if snapshot.log.records:
+                return self.pid
+            if self._clock() >= deadline:
+                raise GuestError(
+                    f"The guest meter (pid {self.pid}) wrote no probe record within "
+                    f"{self.start_timeout:g} s; the guest may be overloaded or the script was "
+                    f"killed."
+                )
+            self._sleep(min(0.2, self.poll_interval))
+
+    def stop(self) -> str:
+        """Stop the meter (its whole process group) and return the complete log."""
+        _, out, _ = self._exec(script.stop_command(self.settings))
+        self.final_log = out
+        return out
+
+    # -- reading ------------------------------------------------------------
+
+    def read(self, timeout: Optional[float] = None) -> Snapshot:
+        """The current log and a guest clock sample taken in the same command."""
+        before = self._clock()
+        status, out, err = self._exec(script.read_log_command(self.settings), timeout=timeout)
+        after = self._clock()
+        first, _, text = out.partition("\n")
+        snapshot = Snapshot(text, analysis.parse_log(text), self._sample(first, before, after))
+        self.last_snapshot = snapshot
+        return snapshot
+
+    def clock_sample(self, fast: Optional[bool] = None) -> clocklib.ClockSample:
+        """Sample the guest clock, optionally switching fast mode in the same command."""
+        command = _UPTIME
+        if fast is not None:
+            command = f"{script.fast_mode_command(self.settings, fast)}; {_UPTIME}"
+        before = self._clock()
+        _, out, _ = self._exec(command)
+        return self._sample(out.partition("\n")[0], before, self._clock())
+
+    def set_fast(self, enabled: bool) -> None:
+        self._exec(script.fast_mode_command(self.settings, enabled))
+
+    # -- waiting ------------------------------------------------------------
+
+    def wait_for_baseline(self, needed: int, timeout: float) -> Snapshot:
+        """Wait until ``needed`` probes in a row passed; returns the confirming read."""
+        started = self._clock()
+        deadline = started + timeout
+        while True:
+            snapshot = self.read()
+            if snapshot.log.fatal:
+                break
+            if analysis.first_healthy_streak(snapshot.log.records, needed) is not None:
+                return snapshot
+            if self._clock() >= deadline:
+                break
+            self._sleep(self.poll_interval)
+        raise BaselineError(explain_no_baseline(snapshot.log, needed, self._clock() - started,
+                                                self.settings.url))
+
+    def wait_for_recovery(self, needed: int, since_controller: float, timeout: float) -> Recovery:
+        """Wait for ``needed`` good probes in a row started after ``since_controller``.
+
+        ``since_controller`` (controller clock, e.g. when nova reported the
+        migration done) is mapped to the guest clock with the first read,
+        which follows it, so no guest pause lies in between.  SSH hiccups
+        right after a migration are retried until the deadline.
+        """
+        deadline = since_controller + timeout
+        since: Optional[float] = None
+        snapshot: Optional[Snapshot] = None
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                snapshot = self.read(timeout=max(5.0, min(self.command_timeout, remaining)))
+            except GuestError as e:
+                LOG.warning("Reading the meter log failed, retrying: %s", e)
+                self._reconnect()
+                if self._clock() >= deadline:
+                    if snapshot is None:
+                        raise GuestError(
+                            f"Lost SSH to the guest after the migration and could not read the "
+                            f"meter log for {timeout:g} s: {e}"
+                        ) from e
+                    return Recovery(snapshot, False, since if since is not None else 0.0)
+                self._sleep(self.poll_interval)
+                continue
+            if since is None:
+                since = snapshot.clock.to_guest(since_controller)
+            if analysis.first_healthy_streak(snapshot.log.records, needed, after=since):
+                return Recovery(snapshot, True, since)
+            if self._clock() >= deadline:
+                return Recovery(snapshot, False, since)
+            self._sleep(self.poll_interval)
+
+    # -- plumbing -----------------------------------------------------------
+
+    @staticmethod
+    def _sample(line: str, before: float, after: float) -> clocklib.ClockSample:
+        try:
+            guest = float(line.split()[0])
+        except (ValueError, IndexError):
+            raise GuestError(f"Could not read the guest clock from /proc/uptime: {line!r}")
+        return clocklib.ClockSample(before, after, guest)
+
+    def _try_read(self) -> Optional[Snapshot]:
+        try:
+            return self.read()
+        except Exception:
+            return None
+
+    def _reconnect(self) -> None:
+        self.close()  # sshutils.SSH opens a new connection on the next command
+
+    def _exec(self, command: str, stdin: Optional[str] = None,
+              timeout: Optional[float] = None) -> tuple[int, str, str]:
+        timeout = self.command_timeout if timeout is None else timeout
+        try:
+            if self._fast_exec and hasattr(self.ssh, "_get_client"):
+                return _paramiko_exec(self.ssh._get_client(), command, stdin, timeout)
+            return self.ssh.execute(command, stdin=stdin, timeout=timeout)
+        except GuestError:
+            raise
+        except Exception as e:
+            raise GuestError(
+                f"SSH command failed on {getattr(self.ssh, 'host', 'the guest')}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+
+def _paramiko_exec(client: Any, command: str, stdin: Optional[str],
+                   timeout: float) -> tuple[int, str, str]:
+    """Run ``command`` on a paramiko ``SSHClient``; block on the channel, no polling."""
+    channel = client.get_transport().open_session(timeout=timeout)
+    try:
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        if stdin is not None:
+            channel.sendall(stdin.encode())
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        try:
+            while True:
+                chunk = channel.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            while True:
+                chunk = channel.recv_stderr(65536)
+                if not chunk:
+                    break
+                err += chunk
+        except socket.timeout:
+            raise GuestError(f"The guest did not finish {command[:60]!r}... within {timeout:g} s")
+        if not channel.status_event.wait(timeout):
+            raise GuestError(f"The guest sent no exit status for {command[:60]!r}...")
+        status = channel.recv_exit_status()
+        return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    finally:
+        channel.close()

@@ -1,0 +1,415 @@
+"""``MetadataDowntime.boot_and_live_migrate``: metadata downtime across live migrations.
+
+The scenario translates; the work is done by adapters around a pure core:
+``guest.GuestMeter`` (the meter over SSH), ``nova.LiveMigrator`` (the
+microversion-aware migration), ``report`` (figures and charts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing as t
+
+from rally.common import cfg
+from rally.common import logging
+from rally.common import validation
+from rally.task import atomic
+from rally.task import scenario as rally_scenario
+from rally.task import types
+from rally.task import utils as task_utils
+from rally.utils import sshutils
+from rally_openstack.common import consts
+from rally_openstack.task import scenario
+from rally_openstack.task.scenarios.vm import utils as vm_utils
+
+from rally_metadata_plugin import guest
+from rally_metadata_plugin import nova
+from rally_metadata_plugin import report
+from rally_metadata_plugin.meter import analysis
+from rally_metadata_plugin.meter import clock as clocklib
+from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.plugins import opts
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+opts.register(CONF)
+
+Field = rally_scenario.Field
+NAME = "MetadataDowntime.boot_and_live_migrate"
+
+#: Atomic action names: an interface (reports, trends), never derived from arguments.
+BOOT = "nova.boot_server"
+ATTACH_IP = "vm.attach_floating_ip"
+WAIT_SSH = "vm.wait_for_ssh"
+START_METER = "metadata.start_meter"
+BASELINE = "metadata.baseline"
+MIGRATIONS = "metadata.live_migrations"
+LIVE_MIGRATE = "nova.live_migrate"
+WAIT_RECOVERY = "metadata.wait_recovery"
+COLLECT = "metadata.collect"
+DELETE_SERVER = "nova.delete_server"
+
+
+class MetadataNotRecovered(Exception):
+    """Metadata did not come back within the recovery timeout."""
+
+
+@validation.configure(name="metadata_meter_args")
+class MetadataMeterArgsValidator(validation.Validator):
+    """Checks the arguments of the metadata meter that depend on each other."""
+
+    def validate(self, context, config, plugin_cls, plugin_cfg):
+        args = (config or {}).get("args") or {}
+        problems = []
+        interval = args.get("probe_interval", 0.2)
+        fast = args.get("fast_probe_interval", 0.05)
+        def positive(value):  # args-spec reports the other cases
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+        if positive(interval) and positive(fast) and fast > interval:
+            problems.append(
+                f"fast_probe_interval ({fast}) must not exceed probe_interval ({interval}): "
+                f"fast mode probes more often during migrations"
+            )
+        probes = args.get("recovery_probes", 5)
+        timeout = args.get("recovery_timeout", 60.0)
+        if (positive(probes) and positive(timeout) and positive(interval)
+                and timeout <= probes * interval):
+            problems.append(
+                f"recovery_timeout ({timeout} s) must be longer than recovery_probes x "
+                f"probe_interval ({probes} x {interval} s), or recovery can never be seen"
+            )
+        if args.get("target_hosts") == []:
+            problems.append("target_hosts must list at least one host, or be omitted to let "
+                            "the scheduler choose")
+        for nic in args.get("nics") or ():
+            if isinstance(nic, dict) and not (nic.get("net-id") or nic.get("net-name")):
+                problems.append(f"each entry of nics needs 'net-id' or 'net-name', got {nic}")
+        for name in ("expect", "metadata_url"):
+            if isinstance(args.get(name), str) and "\n" in args[name]:
+                problems.append(f"{name} must be a single line")
+        if problems:
+            self.fail("; ".join(problems) + ".")
+
+
+@dataclasses.dataclass
+class _Iteration:
+    """What one iteration created and measured; read by the cleanup and the report."""
+
+    server: t.Any = None
+    floating_ip: t.Optional[dict] = None
+    meter: t.Optional[guest.GuestMeter] = None
+    log_text: t.Optional[str] = None
+    baseline_at: t.Optional[float] = None
+    cutoff: t.Optional[float] = None
+    slack: float = 0.0
+    observations: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+@validation.add("required_services", services=[consts.Service.NOVA, consts.Service.NEUTRON])
+@validation.add("image_valid_on_flavor", flavor_param="flavor", image_param="image")
+@validation.add("external_network_exists", param_name="floating_network")
+@validation.add("metadata_meter_args")
+@validation.add("required_platform", platform="openstack", admin=True, users=True)
+@scenario.configure(
+    name=NAME,
+    platform="openstack",
+    context={
+        "cleanup@openstack": ["nova", "neutron"],
+        "keypair@openstack": {},
+        "allow_ssh@openstack": None,
+    },
+)
+class BootAndLiveMigrate(vm_utils.VMScenario):
+
+    def run(
+        self,
+        image: t.Annotated[str, types.Convert("glance_image")],
+        flavor: t.Annotated[str, types.Convert("nova_flavor")],
+        username: str = "cirros",
+        password: str | None = None,
+        port: t.Annotated[int, Field(ge=1, le=65535)] = 22,
+        use_floating_ip: bool = True,
+        floating_network: str | None = None,
+        nics: list[dict[str, str]] | None = None,
+        migrations: t.Annotated[int, Field(ge=1, le=1000)] = 3,
+        block_migration: t.Literal["auto", True, False] = "auto",
+        target_hosts: list[str] | None = None,
+        metadata_url: t.Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None,
+        ip_version: t.Literal[4, 6] = 4,
+        guest_interface: t.Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")] = "eth0",
+        expect: t.Annotated[str, Field(min_length=1)] | None = None,
+        probe_interval: t.Annotated[float, Field(gt=0, le=10)] = 0.2,
+        fast_probe_interval: t.Annotated[float, Field(gt=0, le=10)] = 0.05,
+        probe_timeout: t.Annotated[float, Field(gt=0, le=60)] = 1.0,
+        http_tool: t.Literal["auto", "curl", "wget"] = "auto",
+        baseline_probes: t.Annotated[int, Field(ge=1, le=1000)] = 5,
+        recovery_probes: t.Annotated[int, Field(ge=1, le=1000)] = 5,
+        recovery_timeout: t.Annotated[float, Field(gt=0)] = 60.0,
+        ssh_timeout: t.Annotated[float, Field(gt=0)] = 120.0,
+        server_kwargs: dict[str, t.Any] | None = None,
+    ) -> None:
+        """Measure metadata-service downtime seen by a guest across live migrations.
+
+        Boots a server, starts a meter inside it over SSH that probes the
+        instance's own metadata on a fixed schedule (every probe bounded in
+        time, checked for HTTP 200 and this instance's identity, its failure
+        reason logged), waits for a healthy baseline, then live-migrates the
+        server ``migrations`` times. After each migration it waits until nova
+        shows the server ACTIVE on another host and metadata answers
+        correctly again ``recovery_probes`` times in a row. The meter probes
+        at ``fast_probe_interval`` from each request until recovery.
+
+        Reported per iteration: total metadata downtime, longest outage and
+        outage count (after the baseline); per migration: source and target
+        host, nova's migration time, downtime with its error bound, longest
+        outage, first failure and recovery offsets, and the guest pause
+        estimated by comparing the guest clock (/proc/uptime) with the
+        controller's. An outage still going on at ``recovery_timeout`` fails
+        the iteration and is counted, as ongoing, up to that moment.
+        Requires admin (live migration, hosts) and at least two compute hosts.
+        Timeouts and poll intervals for nova come from rally.conf
+        ``[openstack] nova_server_*``; meter timeouts from ``[metadata_meter]``.
+
+        :param image: glance image to boot (name or regex: {"name": "cirros"});
+            it needs a POSIX sh and curl or wget (CirrOS has both)
+        :param flavor: nova flavor to boot ({"name": "m1.tiny"})
+        :param username: SSH user in the guest
+        :param password: SSH password; None uses the keypair context's key
+        :param port: SSH port of the guest
+        :param use_floating_ip: attach a floating IP and reach the guest
+            through it; False uses the server's first fixed IP
+        :param floating_network: external network for the floating IP
+            (name or id); None picks the first external network
+        :param nics: networks for the server, e.g. [{"net-id": ID}] or
+            [{"net-name": NAME}]; None uses the network context's network
+        :param migrations: live migrations per iteration (1-1000)
+        :param block_migration: "auto" (nova decides; below microversion 2.25
+            it means false), true (copy disks) or false (shared storage)
+        :param target_hosts: compute hosts to migrate to, used in turn
+            (the server's current host skipped); None lets the scheduler choose
+        :param metadata_url: URL the guest probes; None means
+            http://169.254.169.254/openstack/latest/meta_data.json, or its
+            IPv6 form http://[fe80::a9fe:a9fe%25IFACE]/... when ip_version is 6
+        :param ip_version: 4 or 6: which metadata address the default URL uses
+        :param guest_interface: guest interface scoping the IPv6 link-local
+            metadata address (ip_version 6 only)
+        :param expect: text a correct answer must contain; None means the
+            server's UUID
+        :param probe_interval: seconds between probe starts (> 0)
+        :param fast_probe_interval: seconds between probe starts during a
+            migration until recovery (> 0, at most probe_interval)
+        :param probe_timeout: seconds one probe may take in total (> 0)
+        :param http_tool: HTTP client in the guest: "auto" (busybox wget,
+            else curl, else wget), "curl" or "wget"
+        :param baseline_probes: good probes in a row needed before the first
+            migration (waits up to [metadata_meter] baseline_timeout seconds)
+        :param recovery_probes: good probes in a row after nova finished that
+            mean metadata recovered
+        :param recovery_timeout: seconds after nova finished a migration to
+            wait for recovery; an outage still going on then fails the
+            iteration and counts up to this moment
+        :param ssh_timeout: seconds to wait for SSH after boot
+        :param server_kwargs: extra arguments for novaclient servers.create
+            (e.g. {"availability_zone": "nova", "config_drive": true})
+        """
+        conf = CONF.metadata_meter
+        state = _Iteration()
+        error: BaseException | None = None
+        try:
+            migrator = nova.LiveMigrator(
+                self.admin_clients("nova"),
+                timeout=CONF.openstack.nova_server_live_migrate_timeout,
+                poll_interval=CONF.openstack.nova_server_live_migrate_poll_interval,
+                prepoll_delay=CONF.openstack.nova_server_live_migrate_prepoll_delay,
+            )
+            migrator.require_hypervisors(conf.min_hypervisors)
+            self._boot(state, image, flavor, nics, server_kwargs or {})
+            with atomic.ActionTimer(self, ATTACH_IP):
+                address = self._guest_address(state, use_floating_ip, floating_network)
+            settings = script.ProbeSettings(
+                url=metadata_url or (script.ipv6_metadata_url(guest_interface)
+                                     if ip_version == 6 else script.OPENSTACK_METADATA_URL),
+                expect=expect or state.server.id,
+                interval=probe_interval,
+                fast_interval=min(fast_probe_interval, probe_interval),
+                connect_timeout=min(0.5, probe_timeout),
+                timeout=probe_timeout,
+                tool=http_tool,
+                # One directory per server: simulated guests may share a file system.
+                workdir=f"/tmp/rally-metadata-meter-{state.server.id[:8]}",
+                duration=self._meter_lifetime(migrations, recovery_timeout),
+            )
+            ssh = sshutils.SSH(username, address, port=port, password=password,
+                               pkey=self.context["user"]["keypair"]["private"])
+            state.meter = guest.GuestMeter(
+                ssh, settings,
+                command_timeout=conf.ssh_command_timeout,
+                start_timeout=conf.meter_start_timeout,
+                poll_interval=conf.log_poll_interval,
+            )
+            with state.meter as meter:
+                self._wait_for_ssh(ssh, timeout=ssh_timeout)
+                with atomic.ActionTimer(self, START_METER):
+                    meter.start()
+                with atomic.ActionTimer(self, BASELINE):
+                    state.baseline_at = self._baseline(meter, baseline_probes,
+                                                       conf.baseline_timeout)
+                with atomic.ActionTimer(self, MIGRATIONS):
+                    for index in range(1, migrations + 1):
+                        self._migrate_once(state, meter, migrator, index, block_migration,
+                                           target_hosts, recovery_probes, recovery_timeout)
+                with atomic.ActionTimer(self, COLLECT):
+                    state.log_text = meter.stop()
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self._finish(state, error)
+
+    # -- steps ------------------------------------------------------------
+
+    def _boot(self, state, image, flavor, nics, server_kwargs):
+        """Boot like NovaScenario._boot_server, but keep the server even if it never
+        becomes ACTIVE, so that it is deleted whatever fails."""
+        kwargs = dict(server_kwargs)
+        keypair = self.context.get("user", {}).get("keypair")
+        if keypair and "key_name" not in kwargs:
+            kwargs["key_name"] = keypair["name"]
+        secgroup = self.context.get("user", {}).get("secgroup")
+        if secgroup:
+            groups = list(kwargs.get("security_groups") or [])
+            if secgroup["name"] not in groups:
+                groups.append(secgroup["name"])
+            kwargs["security_groups"] = groups
+        nics = [dict(nic) for nic in nics] if nics else self._pick_random_nic()
+        for nic in nics or ():
+            if not nic.get("net-id") and nic.get("net-name"):
+                nic["net-id"] = self._get_network_id(nic.pop("net-name"))
+        if nics:
+            kwargs["nics"] = nics
+        with atomic.ActionTimer(self, BOOT):
+            server = self.clients("nova").servers.create(
+                self.generate_random_name(), image, flavor, **kwargs)
+            state.server = server
+            self.sleep_between(CONF.openstack.nova_server_boot_prepoll_delay)
+            state.server = task_utils.wait_for_status(
+                server,
+                ready_statuses=["ACTIVE"],
+                update_resource=task_utils.get_from_manager(),
+                timeout=CONF.openstack.nova_server_boot_timeout,
+                check_interval=CONF.openstack.nova_server_boot_poll_interval,
+            )
+
+    def _guest_address(self, state, use_floating_ip, floating_network) -> str:
+        server = state.server
+        if not server.networks:
+            raise RuntimeError(
+                f"Server {server.name} is not connected to any network: use the network "
+                f"context or give nics.")
+        fixed_ip = server.addresses[list(server.networks)[0]][0]["addr"]
+        if not use_floating_ip:
+            return fixed_ip
+        fip = self.neutron.create_floatingip(floating_network=floating_network)
+        state.floating_ip = {"id": fip["id"], "ip": fip["floating_ip_address"]}
+        self._associate_floating_ip(server, fip, fixed_address=fixed_ip)
+        return fip["floating_ip_address"]
+
+    @staticmethod
+    def _baseline(meter: guest.GuestMeter, needed: int, timeout: float) -> float:
+        snapshot = meter.wait_for_baseline(needed, timeout)
+        return analysis.first_healthy_streak(snapshot.log.records, needed).start
+
+    def _migrate_once(self, state, meter, migrator, index, block_migration, target_hosts,
+                      recovery_probes, recovery_timeout):
+        server_id = state.server.id
+        source = migrator.host_of(server_id)
+        host = nova.pick_target(target_hosts, source, index)
+        before = meter.clock_sample(fast=True)
+        state.slack = max(state.slack, before.error)
+        with atomic.ActionTimer(self, LIVE_MIGRATE):
+            requested = time.monotonic()
+            observation = report.MigrationObservation(index, source, before.to_guest(requested))
+            state.observations.append(observation)
+            try:
+                migrator.request(server_id, block_migration, host)
+                target = migrator.wait_for_host_change(server_id, source, requested)
+            except Exception as e:
+                state.observations[-1] = dataclasses.replace(
+                    observation, error=str(e) or type(e).__name__,
+                    finished_at=before.to_guest(time.monotonic()))
+                raise
+            done = time.monotonic()
+        with atomic.ActionTimer(self, WAIT_RECOVERY):
+            recovery = meter.wait_for_recovery(recovery_probes, done, recovery_timeout)
+            pause = clocklib.estimate_pause(before, recovery.snapshot.clock)
+            state.observations[-1] = dataclasses.replace(
+                observation, target_host=target, duration=done - requested,
+                finished_at=recovery.snapshot.guest_time, pause=pause.pause,
+                pause_error=pause.error, recovered=recovery.recovered)
+            if not recovery.recovered:
+                state.cutoff = recovery.snapshot.guest_time
+                raise MetadataNotRecovered(
+                    f"Metadata did not recover within {recovery_timeout:g} s after live "
+                    f"migration {index} ({source} -> {target}); the outage is counted as "
+                    f"ongoing up to that moment. See the '{report.NOTES_TITLE}' output "
+                    f"for the failure reasons.")
+            meter.set_fast(False)
+
+    def _meter_lifetime(self, migrations: int, recovery_timeout: float) -> float:
+        """A bound after which an orphaned meter stops by itself (never reached normally)."""
+        per_migration = CONF.openstack.nova_server_live_migrate_timeout + recovery_timeout + 60
+        conf = CONF.metadata_meter
+        return round(conf.meter_start_timeout + conf.baseline_timeout
+                     + migrations * per_migration + 600)
+
+    # -- always -------------------------------------------------------------
+
+    def _finish(self, state: _Iteration, error: BaseException | None) -> None:
+        meter = state.meter
+        if state.log_text is None and meter is not None:
+            # The final log; if stopping failed, the last log read still tells what happened.
+            state.log_text = meter.final_log or (
+                meter.last_snapshot.text if meter.last_snapshot else None)
+        if error is not None:
+            state.notes.append(f"The iteration failed: {type(error).__name__}: {error}")
+        try:
+            self._report(state)
+        finally:
+            self._cleanup(state, failed=error is not None)
+
+    def _report(self, state: _Iteration) -> None:
+        try:
+            summary = report.summarize(
+                state.log_text, state.observations, baseline_at=state.baseline_at,
+                cutoff=state.cutoff, slack=state.slack, notes=state.notes)
+            additive, complete = report.charts(summary)
+        except Exception:
+            LOG.exception("Could not build the metadata downtime report")
+            additive, complete = report.charts(report.IterationReport(
+                report.IterationFigures(measured=False),
+                notes=("The meter log could not be analysed; see rally's log.",)))
+        for chart in additive:
+            self.add_output(additive=chart)
+        for chart in complete:
+            self.add_output(complete=chart)
+
+    def _cleanup(self, state: _Iteration, failed: bool) -> None:
+        errors = []
+        if state.floating_ip:
+            try:
+                self.neutron.delete_floatingip(state.floating_ip["id"])
+            except Exception as e:
+                errors.append(e)
+                LOG.warning(f"Could not delete floating IP {state.floating_ip['ip']}: {e}")
+        server = state.server
+        if server is not None:
+            try:
+                self._delete_server(server)
+            except Exception as e:
+                errors.append(e)
+                LOG.warning(f"Could not delete server {server.id}: {e}")
+        if errors and not failed:
+            raise errors[0]

@@ -1,0 +1,487 @@
+"""One iteration's metadata-downtime figures, as Rally output charts and back.
+
+This module defines the format of what the scenario adds to an iteration's
+``output`` in exactly one place: :func:`summarize` turns the guest meter's log
+and the controller's observations of each migration into figures,
+:func:`charts` turns figures into Rally chart dicts, and :func:`extract`
+reads the figures back from an iteration's ``output`` (for the SLA and for
+tools that compare runs).
+
+Pure: no Rally imports, no I/O.
+
+Time conventions.  Every time in :class:`MigrationObservation` is on the
+guest clock (``/proc/uptime`` seconds), like the meter's log.  A migration's
+*attribution window* runs from its request until the next migration's
+request (the last one until the end of the measurement), so an outage that
+starts late, after nova reported the migration done, is still charged to the
+migration that caused it.  Outages before the healthy baseline are the meter
+warming up and are not counted; outages after the baseline but before the
+first migration count in the iteration total only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from rally_metadata_plugin.meter import analysis
+
+# -- Chart titles: an interface (reports, trends, the SLA, compare tools) ----
+
+DOWNTIME_TITLE = "Metadata downtime per iteration"
+OUTAGES_TITLE = "Metadata outages per iteration"
+PER_MIGRATION_TITLE = "Metadata downtime per migration"
+MIGRATION_TIMES_TITLE = "Live migration duration and guest pause"
+TIMELINE_TITLE = "Metadata probes during the iteration (guest clock)"
+MIGRATIONS_TITLE = "Live migrations"
+NOTES_TITLE = "Metadata meter notes"
+
+#: Additive charts, always emitted in this order.
+ADDITIVE_TITLES = (DOWNTIME_TITLE, OUTAGES_TITLE, PER_MIGRATION_TITLE, MIGRATION_TIMES_TITLE)
+
+# Series / row names inside the charts.
+TOTAL_DOWNTIME = "total downtime"
+LONGEST_OUTAGE = "longest outage"
+OUTAGE_COUNT = "outages"
+MEASURED_MIGRATIONS = "migrations measured"
+ALL_MIGRATIONS = "all migrations"
+MIGRATION_DURATION = "live migration (nova)"
+GUEST_PAUSE = "estimated guest pause"
+PROBE_SERIES = "metadata answered (1) / failed (0)"
+WINDOW_SERIES = "live migration until recovery"
+
+
+def migration_row_name(index: int) -> str:
+    return f"migration {index}"
+
+
+#: Columns of the migrations table: (key, header).  Headers are what users
+#: read; keys are what :func:`extract` returns.
+MIGRATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("index", "#"),
+    ("source_host", "Source host"),
+    ("target_host", "Target host"),
+    ("duration", "Live migration (s)"),
+    ("downtime", "Downtime (s)"),
+    ("downtime_error", "Downtime error bound ± (s)"),
+    ("max_outage", "Longest outage (s)"),
+    ("outage_count", "Outages"),
+    ("first_failure", "First failure after request (s)"),
+    ("recovery", "Recovered after request (s)"),
+    ("pause", "Estimated pause (s)"),
+    ("pause_error", "Pause error bound ± (s)"),
+    ("ongoing", "Ongoing"),
+    ("status", "Status"),
+)
+
+STATUS_OK = "ok"
+STATUS_NOT_RECOVERED = "not recovered before the recovery timeout"
+
+
+# -- Data --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationObservation:
+    """What the controller saw of one live migration.
+
+    ``requested_at`` and ``finished_at`` are guest-clock times: the request
+    and the moment the controller confirmed metadata recovery, gave up
+    waiting, or the migration failed.  ``duration`` is controller seconds from
+    the request until nova showed the server ACTIVE on another host.
+    """
+
+    index: int
+    source_host: str
+    requested_at: float
+    target_host: Optional[str] = None
+    finished_at: Optional[float] = None
+    duration: Optional[float] = None
+    pause: Optional[float] = None
+    pause_error: Optional[float] = None
+    recovered: bool = False
+    error: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return f"failed: {self.error}"
+        return STATUS_OK if self.recovered else STATUS_NOT_RECOVERED
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationFigures:
+    """One row of the migrations table.  Seconds; ``None`` = not applicable."""
+
+    index: int
+    source_host: Optional[str] = None
+    target_host: Optional[str] = None
+    duration: Optional[float] = None
+    downtime: float = 0.0
+    downtime_error: float = 0.0
+    max_outage: float = 0.0
+    outage_count: int = 0
+    first_failure: Optional[float] = None
+    recovery: Optional[float] = None
+    pause: Optional[float] = None
+    pause_error: Optional[float] = None
+    ongoing: bool = False
+    status: str = STATUS_OK
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationFigures:
+    """An iteration's totals (outages after the healthy baseline) and migrations.
+
+    ``measured`` is false when the iteration produced no usable measurement
+    (it failed before the baseline, or before any migration was requested).
+    """
+
+    measured: bool
+    total_downtime: float = 0.0
+    max_outage: float = 0.0
+    outage_count: int = 0
+    migrations: tuple[MigrationFigures, ...] = ()
+
+    @property
+    def measured_migrations(self) -> int:
+        return len(self.migrations)
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationReport:
+    """Figures plus what only the per-iteration charts show."""
+
+    figures: IterationFigures
+    timeline: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# -- From a meter log to figures ---------------------------------------------
+
+
+def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+def _step_points(records: Sequence[analysis.ProbeRecord], origin: float):
+    """Probe verdicts as a step line: only the first and last probe of each run."""
+    points: list[tuple[float, float]] = []
+    i = 0
+    while i < len(records):
+        j = i
+        while j + 1 < len(records) and records[j + 1].ok == records[i].ok:
+            j += 1
+        value = 1.0 if records[i].ok else 0.0
+        points.append((round(records[i].start - origin, 3), value))
+        if j != i:
+            points.append((round(records[j].start - origin, 3), value))
+        i = j + 1
+    return tuple(points)
+
+
+def _window_points(observations, origin: float, end: float):
+    points: list[tuple[float, float]] = [(0.0, 0.0)]
+    for obs in observations:
+        start = round(obs.requested_at - origin, 3)
+        stop = round((obs.finished_at if obs.finished_at is not None else end) - origin, 3)
+        points += [(start, 0.0), (start, 0.5), (max(start, stop), 0.5), (max(start, stop), 0.0)]
+    points.append((round(end - origin, 3), 0.0))
+    return tuple(points)
+
+
+def _reason_summary(outages: Iterable[analysis.Outage]) -> str:
+    counts: dict[str, int] = {}
+    for outage in outages:
+        for reason, count in outage.reasons:
+            counts[reason] = counts.get(reason, 0) + count
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    return ", ".join(f"{analysis.describe_reason(r)} ({n})" for r, n in ranked)
+
+
+def summarize(
+    log_text: Optional[str],
+    observations: Sequence[MigrationObservation],
+    *,
+    baseline_at: Optional[float],
+    cutoff: Optional[float] = None,
+    slack: float = 0.0,
+    notes: Sequence[str] = (),
+) -> IterationReport:
+    """Figures for one iteration.
+
+    :param log_text: the meter's log (``None``: the meter never ran)
+    :param observations: the migrations that were requested, in order
+    :param baseline_at: guest time at which the healthy baseline was
+        confirmed (``None``: never); earlier outages are not counted
+    :param cutoff: guest time at which measuring ended early (a recovery
+        timeout); later probes are ignored and an outage going on then counts
+        up to it as ongoing
+    :param slack: clock-mapping error, widens attribution windows
+    :param notes: extra sentences for the notes chart
+    """
+    extra_notes = list(notes)
+    if log_text is None:
+        return IterationReport(IterationFigures(measured=False), (), tuple(extra_notes) or (
+            "No measurement: the iteration ended before the guest meter ran.",))
+    log = analysis.parse_log(log_text)
+    records = [r for r in log.records if cutoff is None or r.start <= cutoff]
+    until = cutoff if cutoff is not None else log.stopped_at
+    outages = analysis.find_outages(records, until)
+    counted = [] if baseline_at is None else [o for o in outages if o.start >= baseline_at]
+    measured = baseline_at is not None and bool(observations)
+
+    end = max([r.end for r in records] + [until or 0.0]) if records else (until or 0.0)
+    # A migration owns the outages from its request until the next request.
+    ends = [nxt.requested_at for nxt in observations[1:]]
+    ends.append(max([end] + [obs.requested_at for obs in observations]))
+    windows = [
+        analysis.Window(obs.requested_at, window_end, migration_row_name(obs.index))
+        for obs, window_end in zip(observations, ends)
+    ]
+    attribution = analysis.attribute(counted, windows, slack=slack)
+    migrations = tuple(
+        _migration_figures(obs, report) for obs, report in zip(observations, attribution.windows)
+    )
+
+    figures = IterationFigures(
+        measured=measured,
+        total_downtime=round(sum(o.duration for o in counted), 3),
+        max_outage=round(max((o.duration for o in counted), default=0.0), 3),
+        outage_count=len(counted),
+        migrations=migrations if measured else (),
+    )
+
+    timeline: tuple = ()
+    if records:
+        origin = records[0].start
+        timeline = ((PROBE_SERIES, _step_points(records, origin)),)
+        if observations:
+            timeline += ((WINDOW_SERIES, _window_points(observations, origin, end)),)
+
+    return IterationReport(figures, timeline, tuple(_notes(log, records, outages, counted,
+                                                           attribution, baseline_at, cutoff,
+                                                           extra_notes)))
+
+
+def _migration_figures(
+    obs: MigrationObservation, report: analysis.WindowReport
+) -> MigrationFigures:
+    return MigrationFigures(
+        index=obs.index,
+        source_host=obs.source_host,
+        target_host=obs.target_host,
+        duration=_rounded(obs.duration),
+        downtime=round(report.downtime, 3),
+        downtime_error=round(report.downtime_error, 3),
+        max_outage=round(report.max_outage, 3),
+        outage_count=len(report.outages),
+        first_failure=_rounded(report.first_failure_offset),
+        recovery=_rounded(report.recovery_offset),
+        pause=_rounded(obs.pause),
+        pause_error=_rounded(obs.pause_error),
+        ongoing=report.ongoing,
+        status=obs.status,
+    )
+
+
+def _notes(log, records, outages, counted, attribution, baseline_at, cutoff, extra) -> list[str]:
+    notes = list(extra)
+    if log.fatal:
+        notes.append(f"The meter gave up: {log.fatal}.")
+    if not records:
+        notes.append("The meter wrote no probe records.")
+    if baseline_at is None and records:
+        notes.append(
+            "No healthy baseline: nothing was counted."
+            + (f" Failures: {_reason_summary(outages)}." if outages else "")
+        )
+    ignored = [o for o in outages if o not in counted]
+    if baseline_at is not None and ignored:
+        notes.append(
+            f"{len(ignored)} outage(s) before the healthy baseline were not counted "
+            f"({_reason_summary(ignored)})."
+        )
+    if attribution.unattributed:
+        total = sum(o.duration for o in attribution.unattributed)
+        notes.append(
+            f"{len(attribution.unattributed)} outage(s) ({total:.3f} s) happened after the "
+            f"baseline but before the first migration; they count in the iteration total only."
+        )
+    for report in attribution.windows:
+        if report.outages:
+            notes.append(f"{report.window.label}: {_reason_summary(report.outages)}.")
+    if any(reason == "http:429" for o in counted for reason, _ in o.reasons):
+        notes.append(
+            "The metadata service answered HTTP 429: neutron's metadata rate limiting is "
+            "enabled, so part of this 'downtime' is the probe rate, not an outage. Raise "
+            "probe_interval or the rate limit."
+        )
+    if cutoff is not None:
+        notes.append(
+            "Measuring stopped at the recovery timeout; an outage still going on then is "
+            "marked ongoing and counted up to that moment."
+        )
+    if log.skipped_lines:
+        notes.append(f"{log.skipped_lines} unreadable log line(s) were skipped.")
+    return notes
+
+
+# -- Figures to Rally output --------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "n/a" if value is None else value
+
+
+def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
+    """``(additive, complete)`` chart dicts for ``Scenario.add_output``.
+
+    The additive charts are the same four, in the same order, for every
+    iteration, measured or not (Rally matches them by position).
+    """
+    figures = report.figures
+    migrations = figures.migrations
+    per_migration = [[ALL_MIGRATIONS, m.downtime] for m in migrations]
+    per_migration += [[migration_row_name(m.index), m.downtime] for m in migrations]
+    times = [[MIGRATION_DURATION, m.duration] for m in migrations if m.duration is not None]
+    times += [[GUEST_PAUSE, m.pause] for m in migrations if m.pause is not None]
+    additive = [
+        {
+            "title": DOWNTIME_TITLE,
+            "description": "Total metadata downtime seen from inside the guest after the "
+            "healthy baseline, and the longest single outage. 0 with 'migrations measured' 0 "
+            "means the iteration failed before measuring.",
+            "chart_plugin": "Lines",
+            "data": [[TOTAL_DOWNTIME, figures.total_downtime],
+                     [LONGEST_OUTAGE, figures.max_outage]],
+            "label": "seconds",
+        },
+        {
+            "title": OUTAGES_TITLE,
+            "description": "Number of metadata outages after the healthy baseline, and the "
+            "number of live migrations measured in the iteration.",
+            "chart_plugin": "Lines",
+            "data": [[OUTAGE_COUNT, figures.outage_count],
+                     [MEASURED_MIGRATIONS, figures.measured_migrations]],
+            "label": "count",
+        },
+        {
+            "title": PER_MIGRATION_TITLE,
+            "description": "Metadata downtime charged to each live migration (from its request "
+            "until the next one), over all migrations and per position in the loop.",
+            "chart_plugin": "StatsTable",
+            "data": per_migration,
+        },
+        {
+            "title": MIGRATION_TIMES_TITLE,
+            "description": "Live migration duration as nova reports it (request until ACTIVE "
+            "on another host) and the guest pause estimated from the guest clock.",
+            "chart_plugin": "StatsTable",
+            "data": times,
+        },
+    ]
+    complete = []
+    if report.timeline:
+        complete.append({
+            "title": TIMELINE_TITLE,
+            "description": "Each probe's verdict (1 = this instance's metadata answered, 0 = "
+            "failure) and the live migration windows (0.5, request until metadata recovered).",
+            "chart_plugin": "Lines",
+            "data": [[name, [list(p) for p in points]] for name, points in report.timeline],
+            "label": "probe verdict / migration window",
+            "axis_label": "seconds since the first probe (guest clock)",
+        })
+    complete.append({
+        "title": MIGRATIONS_TITLE,
+        "description": "Offsets are seconds after the migration request. A migration owns the "
+        "outages from its request until the next request. The pause is controller-elapsed minus "
+        "guest-elapsed time across the migration: the time the guest was frozen.",
+        "chart_plugin": "Table",
+        "data": {
+            "cols": [header for _, header in MIGRATION_COLUMNS],
+            "rows": [[_cell(getattr(m, key)) for key, _ in MIGRATION_COLUMNS]
+                     for m in migrations],
+        },
+    })
+    if report.notes:
+        complete.append({
+            "title": NOTES_TITLE,
+            "chart_plugin": "TextArea",
+            "data": list(report.notes),
+        })
+    return additive, complete
+
+
+# -- Rally output back to figures ---------------------------------------------
+
+
+def _by_title(charts_: Iterable[Any], title: str) -> Optional[Mapping]:
+    for chart in charts_ or ():
+        if isinstance(chart, Mapping) and chart.get("title") == title:
+            return chart
+    return None
+
+
+def _series(chart: Optional[Mapping]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for item in (chart or {}).get("data") or ():
+        if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+            if isinstance(item[1], (int, float)) and not isinstance(item[1], bool):
+                values.setdefault(item[0], float(item[1]))
+    return values
+
+
+def _uncell(key: str, value: Any) -> Any:
+    if value == "n/a":
+        return None
+    if key == "ongoing":
+        return value in ("yes", True)
+    if key in ("index", "outage_count"):
+        return int(value)
+    if key in ("source_host", "target_host", "status"):
+        return None if value is None else str(value)
+    return None if value is None else float(value)
+
+
+def _migrations_from_table(chart: Optional[Mapping]) -> tuple[MigrationFigures, ...]:
+    if not chart:
+        return ()
+    data = chart.get("data") or {}
+    keys = {header: key for key, header in MIGRATION_COLUMNS}
+    columns = [keys.get(header) for header in data.get("cols", ())]
+    rows = []
+    for row in data.get("rows", ()):
+        fields = {key: _uncell(key, cell) for key, cell in zip(columns, row) if key}
+        rows.append(MigrationFigures(**{k: v for k, v in fields.items() if v is not None}))
+    return tuple(rows)
+
+
+def extract(output: Optional[Mapping]) -> Optional[IterationFigures]:
+    """The figures an iteration's ``output`` carries, or ``None`` if it carries none.
+
+    ``output`` is the iteration's ``{"additive": [...], "complete": [...]}``
+    as stored by Rally.  Charts are found by title, so other plugins' charts
+    (e.g. OSProfiler's) do not disturb it.
+    """
+    if not isinstance(output, Mapping):
+        return None
+    additive = output.get("additive") or ()
+    downtime = _series(_by_title(additive, DOWNTIME_TITLE))
+    outages = _series(_by_title(additive, OUTAGES_TITLE))
+    if TOTAL_DOWNTIME not in downtime or MEASURED_MIGRATIONS not in outages:
+        return None
+    try:
+        table = _by_title(output.get("complete") or (), MIGRATIONS_TITLE)
+        migrations = _migrations_from_table(table)
+    except (TypeError, ValueError):
+        migrations = ()
+    return IterationFigures(
+        measured=outages[MEASURED_MIGRATIONS] > 0,
+        total_downtime=downtime[TOTAL_DOWNTIME],
+        max_outage=downtime.get(LONGEST_OUTAGE, 0.0),
+        outage_count=int(outages.get(OUTAGE_COUNT, 0)),
+        migrations=migrations,
+    )

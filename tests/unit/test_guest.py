@@ -1,0 +1,355 @@
+"""guest.GuestMeter: the real probe script in a local shell, and scripted failures."""
+
+import http.server
+import os
+import socket
+import subprocess
+import threading
+import time
+from unittest import mock
+
+import pytest
+
+from rally_metadata_plugin import guest
+from rally_metadata_plugin.meter import analysis
+from rally_metadata_plugin.meter import script
+
+UUID = "0b7f2a1e-6c4d-4a8e-9d0f-1234567890ab"
+
+
+class MetadataService:
+    """A local HTTP server standing in for the metadata service; ``mode`` changes its answer."""
+
+    def __init__(self):
+        service = self
+        self.mode = "ok"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if service.mode == "ok":
+                    code, body = 200, '{"uuid": "%s", "name": "vm"}' % UUID
+                elif service.mode == "other":
+                    code, body = 200, '{"uuid": "another-instance"}'
+                else:
+                    code, body = int(service.mode), "error"
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/openstack/latest/meta_data.json" % self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class LocalShell:
+    """Stands in for rally's sshutils.SSH: runs each command in a local ``sh``."""
+
+    host = "local-guest"
+
+    def __init__(self):
+        self.env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        self.closed = 0
+        self.commands = []
+
+    def execute(self, cmd, stdin=None, timeout=3600):
+        self.commands.append(cmd)
+        done = subprocess.run(["sh", "-c", cmd], input=stdin, capture_output=True, text=True,
+                              timeout=timeout, env=self.env)
+        return done.returncode, done.stdout, done.stderr
+
+    def wait(self, timeout=120, interval=1):
+        pass
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.fixture
+def service():
+    service = MetadataService()
+    yield service
+    service.close()
+
+
+def settings_for(service, tmp_path, **kw):
+    kw.setdefault("interval", 0.05)
+    kw.setdefault("fast_interval", 0.02)
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("connect_timeout", 0.5)
+    kw.setdefault("tool", "curl")
+    return script.ProbeSettings(url=service.url, expect=UUID, workdir=str(tmp_path / "meter"),
+                                duration=60, **kw)
+
+
+def meter_for(shell, settings, **kw):
+    kw.setdefault("poll_interval", 0.05)
+    kw.setdefault("start_timeout", 5)
+    return guest.GuestMeter(shell, settings, fast_exec=False, **kw)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_measures_an_outage_and_recovery_with_the_real_script(service, tmp_path):
+    shell = LocalShell()
+    settings = settings_for(service, tmp_path)
+    with meter_for(shell, settings) as meter:
+        pid = meter.start()
+        assert alive(pid)
+        baseline = meter.wait_for_baseline(5, timeout=10)
+        assert analysis.first_healthy_streak(baseline.log.records, 5)
+        sample = meter.clock_sample(fast=True)
+        assert os.path.exists(settings.fast_flag_path)
+        assert sample.error < 1
+        service.mode = "500"
+        time.sleep(0.5)
+        service.mode = "ok"
+        done = time.monotonic()
+        recovery = meter.wait_for_recovery(5, done, timeout=10)
+        assert recovery.recovered
+        assert recovery.since >= sample.guest
+        meter.set_fast(False)
+        assert not os.path.exists(settings.fast_flag_path)
+        text = meter.stop()
+    assert shell.closed == 1
+    assert not alive(pid)
+    log = analysis.parse_log(text)
+    assert log.stopped_at is not None
+    outages = analysis.analyze(log).outages
+    assert len(outages) == 1
+    assert outages[0].main_reason == "http:500"
+    assert 0.3 < outages[0].duration < 1.0
+
+
+def test_exit_stops_the_meter_and_closes_ssh_on_failure(service, tmp_path):
+    shell = LocalShell()
+    meter = meter_for(shell, settings_for(service, tmp_path))
+    with pytest.raises(RuntimeError):
+        with meter:
+            pid = meter.start()
+            raise RuntimeError("boom")
+    assert not alive(pid)
+    assert meter.final_log and "#stop" in meter.final_log
+    assert shell.closed == 1
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("404", "does not exist on this cloud"),
+    ("other", "does not contain the expected text"),
+    ("500", "metadata service fails"),
+    ("429", "rate limiting"),
+])
+def test_baseline_failure_names_the_likely_cause(service, tmp_path, mode, expected):
+    service.mode = mode
+    shell = LocalShell()
+    with meter_for(shell, settings_for(service, tmp_path)) as meter:
+        meter.start()
+        with pytest.raises(guest.BaselineError) as error:
+            meter.wait_for_baseline(5, timeout=0.5)
+    message = str(error.value)
+    assert expected in message
+    assert service.url in message
+    assert "never answered correctly 5 times in a row" in message
+
+
+def test_baseline_failure_when_nothing_listens(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = script.ProbeSettings(url="http://127.0.0.1:%d/" % port, expect=UUID,
+                                    interval=0.05, tool="curl", workdir=str(tmp_path / "m"))
+    with meter_for(LocalShell(), settings) as meter:
+        meter.start()
+        with pytest.raises(guest.BaselineError) as error:
+            meter.wait_for_baseline(3, timeout=0.5)
+    assert "connection failed" in str(error.value)
+    assert "security group" in str(error.value) and "metadata agent" in str(error.value)
+
+
+def test_explain_missing_http_client_and_silent_meter():
+    fatal = analysis.parse_log("#start 1.0 v=1\n#fatal 1.1 no-http-client neither curl nor "
+                               "wget is installed\n")
+    assert "neither curl nor wget" in guest.explain_no_baseline(fatal, 5, 60, "http://x/")
+    assert "wrote no probe" in guest.explain_no_baseline(analysis.parse_log(""), 5, 60, "u")
+
+
+# -- scripted SSH: failures the real shell cannot easily produce --------------
+
+
+class ScriptedSSH:
+    """Answers each command by the first matching rule; records what ran."""
+
+    host = "10.0.0.5"
+
+    def __init__(self, **rules):
+        self.rules = {"install": (0, "", ""), "start": (0, "4242\n", ""),
+                      "read": (0, "100.00 5.00\n#start 99.9 v=1\n1 99.9 99.91 P ok\n", ""),
+                      "stop": (0, "#start 99.9 v=1\n#stop 100.5 signal\n", ""),
+                      "uptime": (0, "100.00 5.00\n", ""), "fast": (0, "", "")}
+        self.rules.update(rules)
+        self.ran = []
+        self.close = mock.Mock()
+
+    @staticmethod
+    def kind(cmd):
+        if cmd.startswith("mkdir"):
+            return "install"
+        if "setsid" in cmd:
+            return "start"
+        if "kill -TERM" in cmd:
+            return "stop"
+        if cmd.startswith("cat /proc/uptime;"):
+            return "read"
+        if cmd.endswith("cat /proc/uptime"):
+            return "uptime"
+        return "fast"
+
+    def execute(self, cmd, stdin=None, timeout=3600):
+        kind = self.kind(cmd)
+        self.ran.append(kind)
+        rule = self.rules[kind]
+        if isinstance(rule, Exception):
+            raise rule
+        if callable(rule):
+            return rule()
+        return rule
+
+
+def scripted_meter(ssh, **kw):
+    kw.setdefault("start_timeout", 0.2)
+    kw.setdefault("poll_interval", 0.01)
+    return guest.GuestMeter(ssh, script.ProbeSettings(expect="x"), fast_exec=False, **kw)
+
+
+def test_install_failure_is_explained_and_nothing_to_stop():
+    ssh = ScriptedSSH(install=(1, "", "mkdir: can't create directory: Read-only file system"))
+    with pytest.raises(guest.GuestError, match="Read-only file system.*writable"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+    assert "stop" not in ssh.ran
+    ssh.close.assert_called_once()
+
+
+def test_missing_pid_is_explained_and_meter_still_stopped():
+    ssh = ScriptedSSH(start=(0, "", ""), read=(0, "100.0 1.0\n", ""))
+    with pytest.raises(guest.GuestError, match="did not start"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+    assert ssh.ran[-1] == "stop"
+    ssh.close.assert_called_once()
+
+
+def test_fatal_event_at_start_is_reported():
+    ssh = ScriptedSSH(read=(0, "100.0 1.0\n#start 99.9 v=1\n#fatal 99.95 no-http-client "
+                              "neither curl nor wget is installed\n", ""))
+    with pytest.raises(guest.GuestError, match="neither curl nor wget"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+    assert "stop" in ssh.ran
+
+
+def test_no_first_record_times_out():
+    ssh = ScriptedSSH(read=(0, "100.0 1.0\n#start 99.9 v=1\n", ""))
+    with pytest.raises(guest.GuestError, match="wrote no probe record"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+    assert ssh.ran[-1] == "stop"
+
+
+def test_failing_stop_does_not_hide_the_original_error_and_ssh_is_closed():
+    ssh = ScriptedSSH(stop=OSError("connection reset"))
+    with pytest.raises(ValueError, match="original"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+            raise ValueError("original")
+    ssh.close.assert_called_once()
+
+
+def test_close_of_a_never_opened_connection_is_harmless():
+    ssh = ScriptedSSH()
+    ssh.close.side_effect = AttributeError("'bool' object has no attribute 'close'")
+    with scripted_meter(ssh):
+        pass
+
+
+def test_recovery_retries_after_ssh_errors_and_reconnects():
+    answers = iter([OSError("broken pipe"),
+                    (0, "100.0 1.0\n" + "".join("%d %.2f %.2f P ok\n" % (i, 99 + i * 0.1,
+                                                                        99.01 + i * 0.1)
+                                                for i in range(1, 20)), "")])
+
+    def read():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    ssh = ScriptedSSH(read=read)
+    meter = scripted_meter(ssh)
+    recovery = meter.wait_for_recovery(3, time.monotonic(), timeout=5)
+    assert recovery.recovered
+    assert ssh.close.call_count == 1  # reconnect
+
+
+def test_recovery_timeout_returns_the_last_read_unrecovered():
+    failing = "100.0 1.0\n" + "".join("%d %.2f %.2f F curl:28\n" % (i, 99 + i * 0.1,
+                                                                  99.5 + i * 0.1)
+                                      for i in range(1, 5))
+    ssh = ScriptedSSH(read=(0, failing, ""))
+    recovery = scripted_meter(ssh).wait_for_recovery(3, time.monotonic(), timeout=0.05)
+    assert not recovery.recovered
+    assert recovery.snapshot.guest_time == 100.0
+
+
+def test_unreadable_uptime_is_an_error():
+    ssh = ScriptedSSH(uptime=(0, "garbage\n", ""))
+    with pytest.raises(guest.GuestError, match="/proc/uptime"):
+        scripted_meter(ssh).clock_sample()
+
+
+# -- the fast exec path over paramiko -----------------------------------------
+
+
+def test_paramiko_exec_blocks_on_the_channel_and_sends_stdin():
+    channel = mock.Mock()
+    channel.recv.side_effect = [b"12.5 3.0\n", b"log\n", b""]
+    channel.recv_stderr.side_effect = [b""]
+    channel.status_event.wait.return_value = True
+    channel.recv_exit_status.return_value = 0
+    client = mock.Mock()
+    client.get_transport.return_value.open_session.return_value = channel
+    ssh = mock.Mock(spec=["_get_client", "close", "host"])
+    ssh._get_client.return_value = client
+    meter = guest.GuestMeter(ssh, script.ProbeSettings(expect="x"))
+    status, out, err = meter._exec("cat >x", stdin="payload", timeout=5)
+    assert (status, out, err) == (0, "12.5 3.0\nlog\n", "")
+    channel.exec_command.assert_called_once_with("cat >x")
+    channel.sendall.assert_called_once_with(b"payload")
+    channel.shutdown_write.assert_called_once()
+    channel.settimeout.assert_called_once_with(5)
+    channel.close.assert_called_once()
+
+
+def test_paramiko_exec_timeout_becomes_guest_error():
+    channel = mock.Mock()
+    channel.recv.side_effect = socket.timeout()
+    client = mock.Mock()
+    client.get_transport.return_value.open_session.return_value = channel
+    ssh = mock.Mock(spec=["_get_client", "close", "host"])
+    ssh._get_client.return_value = client
+    with pytest.raises(guest.GuestError, match="within 2 s"):
+        guest.GuestMeter(ssh, script.ProbeSettings(expect="x"))._exec("sleep 9", timeout=2)

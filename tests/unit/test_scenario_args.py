@@ -1,0 +1,142 @@
+"""Argument validation as `rally task validate` does it, on the shipped task file."""
+
+import pathlib
+from unittest import mock
+
+import pytest
+import rally.plugins
+import yaml
+from rally import api as rally_api
+from rally import exceptions
+from rally.task import engine
+from rally.task import task_cfg
+from rally.task import scenario
+
+rally.plugins.load()
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TASK = ROOT / "tasks" / "metadata_lm.yaml"
+NAME = "MetadataDowntime.boot_and_live_migrate"
+
+
+def render(**task_args):
+    text = rally_api._Task(mock.Mock()).render_template(TASK.read_text(), str(TASK.parent),
+                                                        **task_args)
+    return yaml.safe_load(text)
+
+
+def workloads(config):
+    return [w for subtask in task_cfg.TaskConfig(config).subtasks for w in subtask["workloads"]]
+
+
+def validate_syntax(config):
+    """What `rally task validate` runs first, before it touches any cloud."""
+    for workload in workloads(config):
+        engine.TaskEngine._validate_workload(mock.Mock(), workload, vtype="syntax")
+
+
+@pytest.mark.parametrize("args_file", [None, "real-cloud.yaml", "devcloud.yaml"])
+def test_shipped_task_and_arguments_are_valid(args_file):
+    task_args = yaml.safe_load((TASK.parent / "args" / args_file).read_text()) if args_file else {}
+    config = render(**task_args)
+    assert config["version"] == 2 and config["title"]
+    (workload,) = workloads(config)
+    assert workload["sla"] == {"max_metadata_downtime": 6.0, "failure_rate": {"max": 0}}
+    validate_syntax(config)
+
+
+def test_task_defaults_suit_a_real_cloud():
+    (workload,) = workloads(render())
+    args = workload["args"]
+    assert args["flavor"] == {"name": "m1.tiny"} and "cirros" in args["image"]["name"]
+    assert (args["username"], args["floating_network"], args["migrations"]) == \
+        ("cirros", "public", 3)
+    assert workload["runner"] == {"times": 3, "concurrency": 1}
+
+
+def test_devcloud_arguments():
+    task_args = yaml.safe_load((TASK.parent / "args" / "devcloud.yaml").read_text())
+    (workload,) = workloads(render(**task_args))
+    args = workload["args"]
+    assert (args["port"], args["username"], args["image"], args["flavor"]) == \
+        (2222, "cirros", {"name": "cirros"}, {"name": "m1.tiny"})
+    assert args["migrations"] == 2 and workload["runner"]["times"] == 2
+    assert "api_info" not in str(task_args)  # the microversion lives in the env spec
+
+
+@pytest.mark.parametrize("task_args,message", [
+    ({"probe_interval": -0.2}, "Argument 'probe_interval' is invalid: -0.2 is less than or "
+                               "equal to the minimum of 0"),
+    ({"migrations": 0}, "Argument 'migrations' is invalid: 0 is less than the minimum of 1"),
+    ({"ssh_port": 70000}, "Argument 'port' is invalid"),
+    ({"block_migration": "sometimes"}, "Argument 'block_migration' is invalid"),
+    ({"fast_probe_interval": 1.0}, "fast_probe_interval (1.0) must not exceed probe_interval"),
+    ({"recovery_timeout": 0.5}, "recovery_timeout (0.5 s) must be longer than recovery_probes"),
+    ({"target_hosts": []}, None),  # an empty list renders as "omitted" in the task file
+    ({"max_downtime": -1}, "max_metadata_downtime"),
+    ({"max_downtime": {"per_migraton": 6}}, "'per_migraton' was unexpected"),
+])
+def test_wrong_task_arguments_give_clear_messages(task_args, message):
+    config = render(**task_args)
+    if message is None:
+        validate_syntax(config)
+        return
+    with pytest.raises(exceptions.InvalidTaskConfig) as error:
+        validate_syntax(config)
+    assert message in str(error.value)
+
+
+def args_errors(**args):
+    config = {"args": dict({"image": {"name": "cirros"}, "flavor": {"name": "m1.tiny"}}, **args)}
+    return scenario.Scenario.validate(NAME, context=None, config=config, plugin_cfg=None,
+                                      vtype="syntax")
+
+
+def test_unknown_argument_is_rejected():
+    (error,) = args_errors(migratons=3)
+    assert "Unexpected argument(s) found ['migratons']" in error
+    assert "rally plugin show" in error
+
+
+def test_missing_image_is_reported():
+    errors = scenario.Scenario.validate(NAME, context=None, config={"args": {}},
+                                        plugin_cfg=None, vtype="syntax")
+    assert any("'image', 'flavor' should be specified" in e for e in errors)
+
+
+@pytest.mark.parametrize("args", [
+    {}, {"block_migration": True}, {"block_migration": False}, {"target_hosts": ["c1", "c2"]},
+    {"metadata_url": "http://169.254.169.254/latest/meta-data/hostname", "expect": "vm-1"},
+    {"ip_version": 6, "guest_interface": "ens3"}, {"password": "cubswin:)"},
+    {"nics": [{"net-name": "private"}]}, {"server_kwargs": {"availability_zone": "nova"}},
+    {"http_tool": "wget", "probe_timeout": 2.5},
+])
+def test_valid_arguments(args):
+    assert args_errors(**args) == []
+
+
+@pytest.mark.parametrize("args,name", [
+    ({"metadata_url": "169.254.169.254/openstack"}, "metadata_url"),
+    ({"expect": ""}, "expect"),
+    ({"ip_version": 5}, "ip_version"),
+    ({"http_tool": "python"}, "http_tool"),
+    ({"nics": [{"port": "x"}]}, "nics"),
+    ({"recovery_probes": 0}, "recovery_probes"),
+    ({"use_floating_ip": "yes"}, "use_floating_ip"),
+    ({"guest_interface": "eth0; rm -rf /"}, "guest_interface"),
+])
+def test_invalid_arguments_name_the_argument(args, name):
+    errors = args_errors(**args)
+    assert errors and name in errors[0]
+
+
+def test_every_argument_is_documented():
+    info = scenario.Scenario.get(NAME).get_info()
+    assert info["title"] == "Measure metadata-service downtime seen by a guest across live " \
+                            "migrations."
+    properties = info["schema"]["properties"]
+    documented = {p["name"] for p in info["parameters"]}
+    assert set(properties) == documented
+    for name, prop in properties.items():
+        assert prop.get("description"), name
+    assert info["schema"]["additionalProperties"] is False
