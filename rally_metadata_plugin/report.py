@@ -72,6 +72,7 @@ MIGRATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pause_error", "Pause error bound ± (s)"),
     ("ongoing", "Ongoing"),
     ("status", "Status"),
+    ("server", "Server"),
 )
 
 STATUS_OK = "ok"
@@ -101,6 +102,7 @@ class MigrationObservation:
     pause_error: Optional[float] = None
     recovered: bool = False
     error: Optional[str] = None
+    server: Optional[str] = None
 
     @property
     def status(self) -> str:
@@ -127,6 +129,7 @@ class MigrationFigures:
     pause_error: Optional[float] = None
     ongoing: bool = False
     status: str = STATUS_OK
+    server: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +285,7 @@ def _migration_figures(
         pause_error=_rounded(obs.pause_error),
         ongoing=report.ongoing,
         status=obs.status,
+        server=obs.server,
     )
 
 
@@ -441,7 +445,7 @@ def _uncell(key: str, value: Any) -> Any:
         return value in ("yes", True)
     if key in ("index", "outage_count"):
         return int(value)
-    if key in ("source_host", "target_host", "status"):
+    if key in ("source_host", "target_host", "status", "server"):
         return None if value is None else str(value)
     return None if value is None else float(value)
 

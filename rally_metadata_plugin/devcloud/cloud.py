@@ -8,7 +8,9 @@ command runs. It writes into its state directory:
 * ``truth.jsonl``: ground truth, one line per finished migration;
 * ``requests.log``: one line per API request;
 * ``guests/<server uuid>/``: each guest's home directory;
-* ``ready``: written last, a JSON object with the URLs (removed on stop).
+* ``ready``: written last, a JSON object with the URLs (removed on stop);
+* ``leftovers.json``: written on stop: resources users created and did not
+  delete, and guest processes that outlived their server or the stop.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rally_metadata_plugin.devcloud import keys
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
-from rally_metadata_plugin.devcloud.guests import GuestManager
+from rally_metadata_plugin.devcloud.guests import GuestManager, all_tagged_processes
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration import MigrationEngine, TruthLog
 from rally_metadata_plugin.devcloud.models import CloudBackend
@@ -132,8 +134,12 @@ class DevCloud:
             self.engine.stop(timeout=2)
         if self.ssh is not None:
             self.ssh.stop()
+        leftovers = self._leftovers()
         if self.guests is not None:
             self.guests.kill_all()
+        if leftovers is not None:
+            leftovers["processes_after_stop"] = self._own_processes()
+            (self.state_dir / "leftovers.json").write_text(json.dumps(leftovers, indent=2))
         if self.metadata is not None:
             self.metadata.stop()
         if self._scheduler is not None:
@@ -142,6 +148,24 @@ class DevCloud:
         if self._request_log is not None:
             self._request_log.close()
             self._request_log = None
+
+    def _own_processes(self) -> dict[str, list[int]]:
+        """Live processes of this devcloud's guests (alive or deleted)."""
+        ours = {p.name for p in (self.state_dir / "guests").glob("*")}
+        return {sid: pids for sid, pids in all_tagged_processes().items() if sid in ours}
+
+    def _leftovers(self) -> dict | None:
+        """What the users left behind: API resources and processes of deleted servers.
+
+        Written to ``leftovers.json`` on stop, so a test or a user can check
+        that a task cleaned up after itself.
+        """
+        if self.backend is None:
+            return None
+        resources = self.backend.leftovers()
+        orphans = {sid: pids for sid, pids in self._own_processes().items()
+                   if sid not in resources["servers"]}
+        return {"resources": resources, "processes_of_deleted_servers": orphans}
 
     def __enter__(self) -> "DevCloud":
         return self.start()

@@ -49,20 +49,25 @@ def _proc_state(pid: int) -> str | None:
 
 def tagged_processes(server_id: str) -> list[int]:
     """Live (non-zombie) processes whose environment carries the tag."""
-    needle = f"\0{TAG}={server_id}\0".encode()
+    return all_tagged_processes().get(server_id, [])
+
+
+def all_tagged_processes() -> dict[str, list[int]]:
+    """Every live guest process on this machine, by the server it belongs to."""
+    prefix = f"{TAG}=".encode()
     me = os.getpid()
-    found = []
+    found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = b"\0" + f.read() + b"\0"
+                variables = f.read().split(b"\0")
         except OSError:
-            continue       # gone, or not ours to read
-        if needle in environ and _proc_state(int(entry)) not in (None, "Z",
-                                                                 "X"):
-            found.append(int(entry))
+            continue
+        for variable in variables:
+            if variable.startswith(prefix) and _proc_state(int(entry)) not in (None, "Z", "X"):
+                found.setdefault(variable[len(prefix):].decode(), []).append(int(entry))
     return found
 
 

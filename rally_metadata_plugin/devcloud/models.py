@@ -523,6 +523,25 @@ class CloudBackend:
         self.subnets[subnet.id] = subnet
         public.subnet_ids.append(subnet.id)
 
+    def leftovers(self) -> dict[str, list[str]]:
+        """Resources created through the APIs that still exist, by kind.
+
+        The seeded ones (hosts, flavors, the image, the public network) are
+        left out, as are the ``default`` security groups rally's cleanup skips
+        on purpose; anything else still here when a task has finished leaked.
+        """
+        with self._lock:
+            return {
+                "servers": sorted(self.servers),
+                "ports": sorted(self.ports),
+                "floatingips": sorted(self.floatingips),
+                "routers": sorted(self.routers),
+                "networks": sorted(n.id for n in self.networks.values() if not n.external),
+                "security_groups": sorted(g.id for g in self.security_groups.values()
+                                          if g.name != "default"),
+                "keypairs": sorted(f"{owner}/{name}" for owner, name in self.keypairs),
+            }
+
     @property
     def admin_project(self) -> Project:
         admin = next(u for u in self.users.values() if "admin" in u.roles)

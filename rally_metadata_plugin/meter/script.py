@@ -164,6 +164,8 @@ exec 3>>"$LOG"
 echo $$ >"$PIDFILE"
 
 now() {{ read -r NOW _ </proc/uptime; }}
+# CS = an uptime value in centiseconds (two decimals; no leading zeros).
+centis() {{ CS=${{1%.*}}${{1#*.}}; CS=${{CS#0}}; CS=${{CS#0}}; CS=${{CS:-0}}; }}
 event() {{ now; printf '#%s %s %s\n' "$1" "$NOW" "$2" >&3; }}
 
 is_busybox_wget() {{
@@ -233,7 +235,13 @@ probe() {{
         $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL" 2>"$out.err"
         rc=$?
         now
-        if [ "$rc" -eq 0 ]; then reason=ok
+        if [ "$rc" -eq 0 ]; then
+            reason=ok
+            # busybox timeout counts whole seconds, and TCP resends a dropped
+            # SYN after 1 s: an answer that came later than TIMEOUT describes
+            # the service after this probe's start, so enforce TIMEOUT here.
+            centis "$t0"; c0=$CS; centis "$NOW"
+            [ $(( CS - c0 )) -ge {late_centis} ] && reason=wget:timeout
         else
             slurp "$out.err"
             case "$BODY" in
@@ -258,10 +266,8 @@ probe() {{
 }}
 
 event start "v={version} tool=$TOOL interval=$INTERVAL fast_interval=$FAST_INTERVAL timeout=$TIMEOUT"
-# NOW in centiseconds (/proc/uptime has two decimals; no leading zeros).
-centis() {{ CS=${{NOW%.*}}${{NOW#*.}}; CS=${{CS#0}}; CS=${{CS#0}}; CS=${{CS:-0}}; }}
 now; DEADLINE=
-if [ "$DURATION" != 0 ]; then centis; DEADLINE=$(( CS + {duration_centis} )); fi
+if [ "$DURATION" != 0 ]; then centis "$NOW"; DEADLINE=$(( CS + {duration_centis} )); fi
 seq=0
 while :; do
     seq=$(( seq + 1 ))
@@ -271,7 +277,7 @@ while :; do
     jobs >/dev/null 2>&1
     if [ -n "$DEADLINE" ]; then
         now
-        centis
+        centis "$NOW"
         if [ "$CS" -ge "$DEADLINE" ]; then wait; event stop duration; exit 0; fi
     fi
 done
@@ -299,6 +305,8 @@ def render_probe_script(settings: ProbeSettings) -> str:
         workdir=quote(settings.workdir),
         duration=_seconds(settings.duration),
         duration_centis=int(math.ceil(settings.duration * 100)),
+        # The timeout, less the 10 ms /proc/uptime resolution.
+        late_centis=max(1, int(math.ceil(settings.timeout * 100)) - 1),
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
     )

@@ -331,7 +331,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         state.slack = max(state.slack, before.error)
         with atomic.ActionTimer(self, LIVE_MIGRATE):
             requested = time.monotonic()
-            observation = report.MigrationObservation(index, source, before.to_guest(requested))
+            observation = report.MigrationObservation(index, source, before.to_guest(requested),
+                                                     server=server_id)
             state.observations.append(observation)
             try:
                 migrator.request(server_id, block_migration, host)

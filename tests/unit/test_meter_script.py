@@ -252,3 +252,12 @@ def test_install_command_resets_state():
     command = script.install_command(ProbeSettings(workdir="/w"))
     assert command.startswith("mkdir -p /w && cat >/w/meter.sh && ")
     assert "rm -f /w/meter.log /w/meter.pid /w/fast" in command
+
+
+@pytest.mark.parametrize("timeout,late", [(1.0, 99), (0.3, 29), (2.5, 249)])
+def test_wget_success_after_the_timeout_is_a_failure(timeout, late):
+    """busybox wget is only bounded in whole seconds (and a dropped SYN is resent
+    after 1 s): a wget answer arriving later than ``timeout`` is a failure."""
+    text = script.render_probe_script(ProbeSettings(timeout=timeout,
+                                                    connect_timeout=min(0.5, timeout)))
+    assert f'[ $(( CS - c0 )) -ge {late} ] && reason=wget:timeout' in text

@@ -1,0 +1,170 @@
+"""End to end: the README's main command, real rally CLI, real devcloud.
+
+Each test runs ``tools/devcloud_task.py`` exactly as a user does (with this
+interpreter's virtualenv), then checks the exit status, the Rally results
+and the devcloud's ground truth and leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from rally_metadata_plugin import report
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MAIN_COMMAND = ROOT / "tools" / "devcloud_task.py"
+
+#: A probe's start time is read just before the HTTP client is spawned; the
+#: request reaches the devcloud a few milliseconds later, more when five
+#: meters share two cores.  The estimate's bound covers the probe schedule,
+#: not that spawn latency, so allow for it explicitly.
+SPAWN_LATENCY = 0.05
+
+
+def run_main_command(out: pathlib.Path, *args: str, timeout: float = 600):
+    env = dict(os.environ, RMP_VENV=sys.prefix)
+    command = [sys.executable, str(MAIN_COMMAND), "--out", str(out), "--quiet", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    return result
+
+
+def workload(out: pathlib.Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    (task,) = results["tasks"]
+    (subtask,) = task["subtasks"]
+    (load,) = subtask["workloads"]
+    return load
+
+
+def measured_migrations(load: dict) -> list[report.MigrationFigures]:
+    migrations = []
+    for iteration in load["data"]:
+        figures = report.extract(iteration["output"])
+        assert figures is not None and figures.measured, iteration["error"]
+        migrations.extend(figures.migrations)
+    return migrations
+
+
+def truth_by_migration(out: pathlib.Path) -> dict[tuple[str, int], dict]:
+    lines = (out / "truth.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    return {(r["server_id"], r["migration_index"]): r for r in records}
+
+
+def assert_nothing_left_behind(out: pathlib.Path) -> None:
+    leftovers = json.loads((out / "devcloud" / "leftovers.json").read_text())
+    assert all(not ids for ids in leftovers["resources"].values()), leftovers["resources"]
+    assert leftovers["processes_of_deleted_servers"] == {}
+    assert leftovers["processes_after_stop"] == {}
+
+
+def observable_downtime(record: dict) -> tuple[float, float]:
+    """The outage as a devcloud guest can observe it: (shortest, longest).
+
+    The outage starts at the switchover, while the guest is frozen.  A real
+    guest's clock stops during that pause, so the frozen time is invisible
+    to it; a devcloud guest's clock (the host's) keeps running, and a probe
+    that read the clock just before the freeze sends its request after the
+    thaw.  The guest cannot tell the frozen time before the outage from the
+    outage, so the truth it can be held to spans that frozen time.
+    """
+    duration = record["outage_end"] - record["outage_start"]
+    frozen_before = max(0.0, min(record["outage_start"], record["pause_end"])
+                        - record["pause_start"])
+    return duration, duration + frozen_before
+
+
+def assert_measurements_match_truth(out: pathlib.Path, expected_count: int) -> list[float]:
+    """Every migration measured within its error bound of the truth.
+
+    Returns |measured - outage duration| per migration, for the record.
+    """
+    truth = truth_by_migration(out)
+    migrations = measured_migrations(workload(out))
+    assert len(migrations) == expected_count
+    assert len(truth) == expected_count
+    errors = []
+    for migration in migrations:
+        record = truth[(migration.server, migration.index)]
+        assert record["status"] == "completed"
+        assert (migration.source_host, migration.target_host) == (
+            record["source"], record["destination"])
+        shortest, longest = observable_downtime(record)
+        error = max(shortest - migration.downtime, migration.downtime - longest, 0.0)
+        assert error <= migration.downtime_error + SPAWN_LATENCY, (
+            f"migration {migration.index} of {migration.server}: measured "
+            f"{migration.downtime} +/- {migration.downtime_error} s, true {shortest:.3f} to "
+            f"{longest:.3f} s ({record['kind']})")
+        errors.append(abs(migration.downtime - shortest))
+    return errors
+
+
+def test_healthy_profile_passes_and_measures_the_truth(tmp_path):
+    out = tmp_path / "healthy"
+    result = run_main_command(out, "--profile", "healthy", "--seed", "11",
+                              "--task-args", '{"times": 2, "migrations": 3}')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SLA PASS MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in result.stdout
+    assert f"HTML report: {out / 'report.html'}" in result.stdout
+
+    load = workload(out)
+    assert load["pass_sla"] and load["failed_iteration_count"] == 0
+    errors = assert_measurements_match_truth(out, expected_count=6)
+    print(f"healthy: |measured - truth| mean {sum(errors) / len(errors):.3f} s, "
+          f"max {max(errors):.3f} s")
+    page = (out / "report.html").read_text()
+    for title in (*report.ADDITIVE_TITLES, report.MIGRATIONS_TITLE):
+        assert title in page
+    assert_nothing_left_behind(out)
+
+
+def test_ovn_slow_profile_fails_the_sla_with_exit_status_2(tmp_path):
+    out = tmp_path / "ovn-slow"
+    result = run_main_command(out, "--profile", "ovn-slow", "--seed", "5",
+                              "--task-args", '{"times": 1, "migrations": 2}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SLA FAIL MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in result.stdout
+    assert "FAILED (SLA)" in result.stdout
+
+    load = workload(out)
+    (criterion,) = [s for s in load["sla_results"]["sla"]
+                    if s["criterion"] == "max_metadata_downtime"]
+    assert not criterion["success"]
+    assert "worst: iteration 1, migration" in criterion["detail"]
+    errors = assert_measurements_match_truth(out, expected_count=2)
+    assert all(m.downtime > 6.0 for m in measured_migrations(load))
+    print(f"ovn-slow: |measured - truth| mean {sum(errors) / len(errors):.3f} s")
+    assert_nothing_left_behind(out)
+
+
+def test_ten_iterations_at_concurrency_five(tmp_path):
+    out = tmp_path / "concurrent"
+    result = run_main_command(out, "--profile", "healthy", "--seed", "2", "--task-args",
+                              '{"times": 10, "concurrency": 5, "migrations": 2}')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    load = workload(out)
+    assert load["total_iteration_count"] == 10
+    assert load["failed_iteration_count"] == 0
+    assert [it["error"] for it in load["data"]] == [[]] * 10
+    assert_measurements_match_truth(out, expected_count=20)
+    assert_nothing_left_behind(out)
+
+
+def test_unknown_profile_is_a_clear_error(tmp_path):
+    result = run_main_command(tmp_path / "bad", "--profile", "no-such-profile", timeout=120)
+    assert result.returncode != 0
+    assert "no-such-profile" in result.stdout + result.stderr
+
+
+@pytest.fixture(autouse=True)
+def _needs_busybox_for_cirros_like_guests():
+    # The devcloud's guests run busybox sh when it exists, /bin/sh otherwise;
+    # both work, but CI must exercise the CirrOS-like path.
+    if os.environ.get("RMP_REQUIRE_ALL") == "1":
+        assert subprocess.run(["busybox", "true"]).returncode == 0
