@@ -209,7 +209,21 @@ if [ -z "$EXPECT" ]; then
     exit {exit_no_expect}
 fi
 
-trap 'event stop signal; exit 0' TERM INT HUP
+# The pid file disappears when the meter has logged its stop, so the
+# controller need not wait for the process to be reaped.
+trap 'event stop signal; rm -f "$PIDFILE"; exit 0' TERM INT HUP
+
+# Wait between probes: busybox ash reads with a fractional timeout from a
+# FIFO nobody writes to, which costs no process; dash has no read -t.
+TICK="$SCRATCH.tick"
+WAIT_WITH=sleep
+if {{ [ -p "$TICK" ] || mkfifo "$TICK"; }} 2>/dev/null; then
+    ( read -t 0.01 _ <>"$TICK" ) 2>/dev/null
+    [ $? -eq 1 ] && WAIT_WITH=read
+fi
+pause() {{
+    if [ "$WAIT_WITH" = read ]; then read -t "$1" _ <>"$TICK"; else sleep "$1"; fi
+}}
 
 # Reads a whole file into BODY with builtins only (no extra process).
 slurp() {{
@@ -272,7 +286,7 @@ seq=0
 while :; do
     seq=$(( seq + 1 ))
     probe "$seq" &
-    if [ -e "$FAST_FLAG" ]; then sleep "$FAST_INTERVAL"; else sleep "$INTERVAL"; fi
+    if [ -e "$FAST_FLAG" ]; then pause "$FAST_INTERVAL"; else pause "$INTERVAL"; fi
     # Reap finished probes so the shell's job table stays small.
     jobs >/dev/null 2>&1
     if [ -n "$DEADLINE" ]; then
@@ -353,7 +367,10 @@ def stop_command(settings: ProbeSettings) -> str:
         # No "--" before the negative pid: dash's kill rejects it (and busybox
         # ash's complains), so "kill -TERM -- -$p" left the probes running.
         f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
-        f"i=0; while kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
+        # Done when the meter removed its pid file (it logged "#stop") or is
+        # gone; a zombie still answers kill -0 until its parent reaps it.
+        f"i=0; while [ -e {pidfile} ] && kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do "
+        f"sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -$p 2>/dev/null; rm -f {pidfile}; fi; "
         f"cat {log} 2>/dev/null; true"
     )
