@@ -1,7 +1,8 @@
 """``rally-metadata-meter``: the guest meter without Rally.
 
 ``script`` prints the guest probe script (run it with ``sh FILE`` inside a
-guest), ``analyze`` turns a log it wrote into outages.  The options and the
+guest), ``analyze`` turns a log it wrote into outages, ``compare`` says
+whether a run of the Rally task got worse than a baseline.  The options and the
 JSON keys are a stable interface: scripts outside this project use them.
 """
 
@@ -12,6 +13,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from rally_metadata_plugin import compare
+from rally_metadata_plugin import regression
 from rally_metadata_plugin.meter import analysis
 from rally_metadata_plugin.meter import script
 
@@ -78,7 +81,67 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--until", type=float, default=None,
                          help="guest uptime when the log was read; an outage still going "
                               "at the end of the log counts up to it")
+    regression_defaults = regression.Thresholds()
+    comparison = commands.add_parser(
+        "compare",
+        help="compare runs of the metadata task and give a verdict",
+        description="Compare each CANDIDATE run of the metadata task with BASELINE, per "
+        "workload and metric: per-migration downtime, longest outage, outage count and "
+        "estimated pause. Exit status: 0 no regression, 1 regression, 2 unusable input.",
+    )
+    comparison.add_argument("baseline", metavar="BASELINE",
+                            help="task UUID in the local Rally database, or a file from "
+                                 "'rally task export --type json'")
+    comparison.add_argument("candidates", metavar="CANDIDATE", nargs="+",
+                            help="task UUID or JSON export, compared with BASELINE")
+    comparison.add_argument("--abs-threshold", type=float, default=regression_defaults.absolute,
+                            help="smallest change of a median, in seconds, that counts "
+                                 "(default %(default)s)")
+    comparison.add_argument("--rel-threshold", type=float, default=regression_defaults.relative,
+                            help="smallest relative change of a median that counts "
+                                 "(default %(default)s)")
+    comparison.add_argument("--confidence", type=float, default=regression_defaults.confidence,
+                            help="confidence level of the interval (default %(default)s)")
+    comparison.add_argument("--gate", action="append", choices=sorted(compare.METRICS_BY_NAME),
+                            help="metric whose regression sets exit status 1; repeat for more "
+                                 f"(default: {', '.join(compare.DEFAULT_GATES)})")
+    comparison.add_argument("--rally-config", default=None,
+                            help="rally.conf for reading task UUIDs (default: Rally's own "
+                                 "search path)")
+    comparison.add_argument("--json", action="store_true", help="print one JSON object")
+    comparison.add_argument("--html", metavar="PATH", default=None,
+                            help="also write a self-contained HTML page with pictures")
     return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if not 0 < args.confidence < 1:
+        print("rally-metadata-meter: --confidence must be between 0 and 1", file=sys.stderr)
+        return 2
+    thresholds = regression.Thresholds(absolute=args.abs_threshold,
+                                       relative=args.rel_threshold,
+                                       confidence=args.confidence)
+    try:
+        baseline = compare.load_run(args.baseline, args.rally_config)
+        candidates = [compare.load_run(c, args.rally_config) for c in args.candidates]
+        result = compare.compare_runs(baseline, candidates, thresholds,
+                                      args.gate or compare.DEFAULT_GATES)
+    except compare.UnusableInput as error:
+        print(f"rally-metadata-meter: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(compare.to_json(result), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(compare.format_text(result))
+    if args.html:
+        from rally_metadata_plugin import compare_html
+
+        with open(args.html, "w", encoding="utf-8") as page:
+            page.write(compare_html.render(result))
+        if not args.json:
+            print(f"page: {args.html}")
+    return result.exit_status
 
 
 def _settings(args: argparse.Namespace) -> script.ProbeSettings:
@@ -123,6 +186,8 @@ def format_report(result: analysis.Analysis, log: analysis.MeterLog) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
     if args.command == "script":
         try:
             settings = _settings(args)

@@ -15,7 +15,7 @@ import venv
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENV = pathlib.Path(os.environ.get("RMP_VENV", ROOT / ".venv"))
-EXTRAS = "devcloud,test"
+EXTRAS = "devcloud,compare,test"
 
 
 def venv_python() -> pathlib.Path:

@@ -105,17 +105,49 @@ def assert_measurements_match_truth(out: pathlib.Path, expected_count: int) -> l
     return errors
 
 
-def test_healthy_profile_passes_and_measures_the_truth(tmp_path):
-    out = tmp_path / "healthy"
-    result = run_main_command(out, "--profile", "healthy", "--seed", "11",
-                              "--task-args", '{"times": 2, "migrations": 3}')
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+class TaskRun:
+    """One run of the main command: its exit status, output and directory."""
+
+    def __init__(self, out: pathlib.Path, *args: str) -> None:
+        self.out = out
+        self.result = run_main_command(out, *args)
+
+    @property
+    def results_file(self) -> pathlib.Path:
+        return self.out / "results.json"
+
+    def describe(self) -> str:
+        return self.result.stdout[-3000:] + self.result.stderr[-3000:]
+
+
+# Runs shared by the tests of this module (each takes about a minute).
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    return TaskRun(tmp_path_factory.mktemp("healthy") / "out", "--profile", "healthy",
+                   "--seed", "11", "--task-args", '{"times": 3, "migrations": 3}')
+
+
+@pytest.fixture(scope="module")
+def healthy_other_seed(tmp_path_factory):
+    return TaskRun(tmp_path_factory.mktemp("healthy-2") / "out", "--profile", "healthy",
+                   "--seed", "12", "--task-args", '{"times": 3, "migrations": 3}')
+
+
+@pytest.fixture(scope="module")
+def ovn_slow(tmp_path_factory):
+    return TaskRun(tmp_path_factory.mktemp("ovn-slow") / "out", "--profile", "ovn-slow",
+                   "--seed", "5", "--task-args", '{"times": 2, "migrations": 2}')
+
+
+def test_healthy_profile_passes_and_measures_the_truth(healthy):
+    out, result = healthy.out, healthy.result
+    assert result.returncode == 0, healthy.describe()
     assert "SLA PASS MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in result.stdout
     assert f"HTML report: {out / 'report.html'}" in result.stdout
 
     load = workload(out)
     assert load["pass_sla"] and load["failed_iteration_count"] == 0
-    errors = assert_measurements_match_truth(out, expected_count=6)
+    errors = assert_measurements_match_truth(out, expected_count=9)
     print(f"healthy: |measured - truth| mean {sum(errors) / len(errors):.3f} s, "
           f"max {max(errors):.3f} s")
     page = (out / "report.html").read_text()
@@ -124,11 +156,9 @@ def test_healthy_profile_passes_and_measures_the_truth(tmp_path):
     assert_nothing_left_behind(out)
 
 
-def test_ovn_slow_profile_fails_the_sla_with_exit_status_2(tmp_path):
-    out = tmp_path / "ovn-slow"
-    result = run_main_command(out, "--profile", "ovn-slow", "--seed", "5",
-                              "--task-args", '{"times": 1, "migrations": 2}')
-    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+def test_ovn_slow_profile_fails_the_sla_with_exit_status_2(ovn_slow):
+    out, result = ovn_slow.out, ovn_slow.result
+    assert result.returncode == 2, ovn_slow.describe()
     assert "SLA FAIL MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in result.stdout
     assert "FAILED (SLA)" in result.stdout
 
@@ -136,11 +166,100 @@ def test_ovn_slow_profile_fails_the_sla_with_exit_status_2(tmp_path):
     (criterion,) = [s for s in load["sla_results"]["sla"]
                     if s["criterion"] == "max_metadata_downtime"]
     assert not criterion["success"]
-    assert "worst: iteration 1, migration" in criterion["detail"]
-    errors = assert_measurements_match_truth(out, expected_count=2)
+    assert "worst: iteration 1, migration" in criterion["detail"] or \
+        "worst: iteration 2, migration" in criterion["detail"]
+    errors = assert_measurements_match_truth(out, expected_count=4)
     assert all(m.downtime > 6.0 for m in measured_migrations(load))
-    print(f"ovn-slow: |measured - truth| mean {sum(errors) / len(errors):.3f} s")
+    print(f"ovn-slow: |measured - truth| mean {sum(errors) / len(errors):.3f} s, "
+          f"max {max(errors):.3f} s")
     assert_nothing_left_behind(out)
+
+
+def compare_command(*args: str) -> subprocess.CompletedProcess:
+    meter = pathlib.Path(sys.prefix) / "bin" / "rally-metadata-meter"
+    return subprocess.run([str(meter), "compare", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_compare_healthy_vs_ovn_slow_is_a_regression(healthy, ovn_slow, tmp_path):
+    page = tmp_path / "compare.html"
+    result = compare_command(str(healthy.results_file), str(ovn_slow.results_file),
+                             "--html", str(page))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "verdict: regression" in result.stdout
+    text = page.read_text()
+    assert text.count("<svg") == 3 and "regression" in text
+
+    as_json = compare_command(str(healthy.results_file), str(ovn_slow.results_file), "--json")
+    document = json.loads(as_json.stdout)
+    downtime = [c for c in document["comparisons"] if c["metric"] == "downtime"][0]
+    assert downtime["verdict"] == "regression"
+    assert downtime["baseline"]["count"] == 9 and downtime["candidate_summary"]["count"] == 4
+
+
+def test_compare_healthy_with_another_seed_is_no_significant_change(healthy, healthy_other_seed):
+    assert healthy_other_seed.result.returncode == 0, healthy_other_seed.describe()
+    result = compare_command(str(healthy.results_file), str(healthy_other_seed.results_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: no significant change" in result.stdout
+
+
+def test_compare_reads_task_uuids_from_the_rally_database(healthy):
+    uuid = (healthy.out / "task_uuid").read_text().strip()
+    env = dict(os.environ, HOME=str(healthy.out / "home"))
+    meter = pathlib.Path(sys.prefix) / "bin" / "rally-metadata-meter"
+    result = subprocess.run([str(meter), "compare", uuid, str(healthy.results_file),
+                             "--rally-config", str(healthy.out / "rally.conf")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"baseline: {uuid} (task {uuid})" in result.stdout
+    missing = "00000000-0000-0000-0000-000000000000"
+    result = subprocess.run([str(meter), "compare", missing, str(healthy.results_file),
+                             "--rally-config", str(healthy.out / "rally.conf")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert missing in result.stderr
+
+
+def test_compare_rejects_malformed_input_with_exit_2(healthy, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"tasks": [')
+    result = compare_command(str(healthy.results_file), str(broken))
+    assert result.returncode == 2
+    assert "not JSON" in result.stderr
+    result = compare_command(str(healthy.results_file), str(healthy.out / "truth.jsonl"))
+    assert result.returncode == 2
+
+
+def test_rally_reports_line_up_across_runs(healthy, healthy_other_seed, tmp_path):
+    """Both runs' reports, Rally's side-by-side report and trends carry our charts."""
+    for run in (healthy, healthy_other_seed):
+        page = (run.out / "report.html").read_text()
+        for title in (*report.ADDITIVE_TITLES, report.MIGRATIONS_TITLE):
+            assert title in page
+    env = dict(os.environ, HOME=str(tmp_path))
+    rally = pathlib.Path(sys.prefix) / "bin" / "rally"
+    config = healthy.out / "rally.conf"
+    side_by_side, trends = tmp_path / "side-by-side.html", tmp_path / "trends.html"
+    inputs = [str(healthy.results_file), str(healthy_other_seed.results_file)]
+    for command in (["task", "report", *inputs, "--out", str(side_by_side)],
+                    ["task", "trends", *inputs, "--out", str(trends)]):
+        result = subprocess.run([str(rally), "--config-file", str(config), *command],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    page = side_by_side.read_text()
+    for title in report.ADDITIVE_TITLES:
+        assert title in page
+    # Identical atomic action names in both runs: one trend line each.
+    trend_page = trends.read_text()
+    for action in ("metadata.live_migrations", "metadata.baseline", "nova.boot_server"):
+        assert action in trend_page
+    for run in (healthy, healthy_other_seed):
+        names = [[a["name"] for a in it["atomic_actions"]] for it in workload(run.out)["data"]]
+        assert all(n == names[0] for n in names)
+    first = [a["name"] for a in workload(healthy.out)["data"][0]["atomic_actions"]]
+    second = [a["name"] for a in workload(healthy_other_seed.out)["data"][0]["atomic_actions"]]
+    assert first == second
 
 
 def test_ten_iterations_at_concurrency_five(tmp_path):
