@@ -122,8 +122,8 @@ def _compare(args: argparse.Namespace) -> int:
                                        relative=args.rel_threshold,
                                        confidence=args.confidence)
     try:
-        baseline = compare.load_run(args.baseline, args.rally_config)
-        candidates = [compare.load_run(c, args.rally_config) for c in args.candidates]
+        baseline, *candidates = compare.load_runs([args.baseline, *args.candidates],
+                                                  args.rally_config)
         result = compare.compare_runs(baseline, candidates, thresholds,
                                       args.gate or compare.DEFAULT_GATES)
     except compare.UnusableInput as error:

@@ -144,7 +144,7 @@ def load_run(source: str, rally_config: Optional[str] = None) -> Run:
             raise UnusableInput(f"{source}: cannot read it: {error}") from None
         except json.JSONDecodeError as error:
             raise UnusableInput(f"{source}: not JSON ({error})") from None
-        label = path.name if path.name != "results.json" else str(path)
+        label = str(path)
     elif _UUID.match(source):
         results, label = _export_from_database(source, rally_config), source
     else:
@@ -153,6 +153,23 @@ def load_run(source: str, rally_config: Optional[str] = None) -> Run:
     if len(runs) != 1:
         raise UnusableInput(f"{source}: holds {len(runs)} tasks; export one task per file")
     return runs[0]
+
+
+def short_labels(labels: Sequence[str]) -> list[str]:
+    """The shortest path suffixes that still tell the inputs apart."""
+    parts = [pathlib.PurePath(label).parts for label in labels]
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        candidates = [str(pathlib.PurePath(*p[-depth:])) if p else "" for p in parts]
+        if len(set(candidates)) == len(candidates):
+            return candidates
+    return list(labels)
+
+
+def load_runs(sources: Sequence[str], rally_config: Optional[str] = None) -> list[Run]:
+    """Runs for ``sources``, labelled by the shortest distinct part of their names."""
+    runs = [load_run(source, rally_config) for source in sources]
+    labels = short_labels([run.label for run in runs])
+    return [dataclasses.replace(run, label=label) for run, label in zip(runs, labels)]
 
 
 @dataclasses.dataclass(frozen=True)

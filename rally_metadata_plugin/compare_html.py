@@ -37,6 +37,12 @@ def _pyplot():
     return pyplot
 
 
+def _ticker():
+    from matplotlib import ticker
+
+    return ticker
+
+
 def _svg(figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
@@ -64,6 +70,7 @@ def _distribution(pyplot, runs, key: str, metric: compare.Metric) -> str:
 
 def _by_index(pyplot, runs, key: str, metric: compare.Metric) -> str:
     """Values by the migration's position in the loop: the first often differs."""
+    ticker = _ticker()
     figure, axes = pyplot.subplots(figsize=(6, 4))
     for offset, run in enumerate(runs):
         if key not in run.workloads:
@@ -77,6 +84,7 @@ def _by_index(pyplot, runs, key: str, metric: compare.Metric) -> str:
         medians = [regression.Summary.of(grouped[i]).median for i in indexes]
         axes.plot([i + shift for i in indexes], medians, marker="o", color=f"C{offset}",
                   label=f"{run.label} (median)")
+    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axes.set_xlabel("migration number within the iteration")
     axes.set_ylabel(f"{metric.title} ({metric.unit})" if metric.unit else metric.title)
     axes.set_title(f"{metric.title} by migration number")
