@@ -192,9 +192,27 @@ class Outage:
         }
 
 
+class OutageTotals:
+    """Totals over ``self.outages``, for any collection of outages."""
+
+    outages: tuple[Outage, ...]
+
+    @property
+    def downtime(self) -> float:
+        return sum((o.duration for o in self.outages), 0.0)
+
+    @property
+    def max_outage(self) -> float:
+        return max((o.duration for o in self.outages), default=0.0)
+
+    @property
+    def ongoing(self) -> bool:
+        return any(o.ongoing for o in self.outages)
+
+
 @dataclasses.dataclass(frozen=True)
-class Analysis:
-    """Totals over a set of outages."""
+class Analysis(OutageTotals):
+    """A whole log's outages and probe counts."""
 
     outages: tuple[Outage, ...]
     successes: int
@@ -205,24 +223,12 @@ class Analysis:
     last_probe: Optional[float] = None
 
     @property
-    def downtime(self) -> float:
-        return sum((o.duration for o in self.outages), 0.0)
-
-    @property
     def downtime_lower(self) -> float:
         return sum((o.lower for o in self.outages), 0.0)
 
     @property
     def downtime_upper(self) -> float:
         return sum((o.upper for o in self.outages), 0.0)
-
-    @property
-    def max_outage(self) -> float:
-        return max((o.duration for o in self.outages), default=0.0)
-
-    @property
-    def ongoing(self) -> bool:
-        return any(o.ongoing for o in self.outages)
 
     @property
     def rate_limited(self) -> bool:
@@ -284,7 +290,9 @@ def find_outages(records: Sequence[ProbeRecord], until: Optional[float] = None) 
             end = (last.start + after.start) / 2
             upper_end = after.start
         else:
-            reached = max(last.end, until if until is not None else last.end)
+            # Still going: it lasts at least one clock tick past its last
+            # failed probe, however fast that probe failed; never zero.
+            reached = max(last.end, last.start + res, until if until is not None else last.end)
             end = reached
             upper_end = reached
         upper_start = before.start if before else first.start
@@ -361,25 +369,15 @@ class Window:
 
 
 @dataclasses.dataclass(frozen=True)
-class WindowReport:
+class WindowReport(OutageTotals):
+    """The outages attributed to one window."""
+
     window: Window
     outages: tuple[Outage, ...]
 
     @property
-    def downtime(self) -> float:
-        return sum((o.duration for o in self.outages), 0.0)
-
-    @property
     def downtime_error(self) -> float:
         return sum((o.error for o in self.outages), 0.0)
-
-    @property
-    def max_outage(self) -> float:
-        return max((o.duration for o in self.outages), default=0.0)
-
-    @property
-    def ongoing(self) -> bool:
-        return any(o.ongoing for o in self.outages)
 
     @property
     def first_failure_offset(self) -> Optional[float]:

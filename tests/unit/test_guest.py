@@ -14,6 +14,8 @@ from rally_metadata_plugin import guest
 from rally_metadata_plugin.meter import analysis
 from rally_metadata_plugin.meter import script
 
+from guest_commands import command_kind
+
 UUID = "0b7f2a1e-6c4d-4a8e-9d0f-1234567890ab"
 
 
@@ -97,11 +99,17 @@ def meter_for(shell, settings, **kw):
 
 
 def alive(pid):
+    """Running, or stopped: anything but gone or a zombie.
+
+    The meter is detached (setsid), so its parent is init; a zombie only
+    means init has not reaped it yet, which here can take seconds.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except FileNotFoundError:
         return False
-    return True
+    return fields[fields.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def test_measures_an_outage_and_recovery_with_the_real_script(service, tmp_path):
@@ -199,27 +207,14 @@ class ScriptedSSH:
         self.rules = {"install": (0, "", ""), "start": (0, "4242\n", ""),
                       "read": (0, "100.00 5.00\n#start 99.9 v=1\n1 99.9 99.91 P ok\n", ""),
                       "stop": (0, "#start 99.9 v=1\n#stop 100.5 signal\n", ""),
-                      "uptime": (0, "100.00 5.00\n", ""), "fast": (0, "", "")}
+                      "uptime": (0, "100.00 5.00\n", ""),
+                      "fast-on": (0, "100.00 5.00\n", ""), "fast-off": (0, "", "")}
         self.rules.update(rules)
         self.ran = []
         self.close = mock.Mock()
 
-    @staticmethod
-    def kind(cmd):
-        if cmd.startswith("mkdir"):
-            return "install"
-        if "setsid" in cmd:
-            return "start"
-        if "kill -TERM" in cmd:
-            return "stop"
-        if cmd.startswith("cat /proc/uptime;"):
-            return "read"
-        if cmd.endswith("cat /proc/uptime"):
-            return "uptime"
-        return "fast"
-
     def execute(self, cmd, stdin=None, timeout=3600):
-        kind = self.kind(cmd)
+        kind = command_kind(cmd)
         self.ran.append(kind)
         rule = self.rules[kind]
         if isinstance(rule, Exception):

@@ -19,6 +19,8 @@ from rally_metadata_plugin import nova  # noqa: E402
 from rally_metadata_plugin import report  # noqa: E402
 from rally_metadata_plugin.plugins import scenario as sc  # noqa: E402
 
+from guest_commands import command_kind  # noqa: E402
+
 CONF = cfg.CONF
 
 
@@ -106,7 +108,7 @@ class FakeGuestSSH:
         return "\n".join(lines) + "\n"
 
     def execute(self, cmd, stdin=None, timeout=3600):
-        kind = FakeGuestSSH.kind(cmd)
+        kind = command_kind(cmd)
         self.ran.append(kind)
         self._maybe_fail(kind)
         now = self.uptime()
@@ -126,21 +128,6 @@ class FakeGuestSSH:
             return 0, "%.2f 1.00\n" % now if cmd.endswith("/proc/uptime") else "", ""
         return 0, "%.2f 1.00\n" % now, ""
 
-    @staticmethod
-    def kind(cmd):
-        if cmd.startswith("mkdir"):
-            return "install"
-        if "setsid" in cmd:
-            return "start"
-        if "kill -TERM" in cmd:
-            return "stop"
-        if cmd.startswith("cat /proc/uptime;"):
-            return "read"
-        if cmd.startswith(": >"):
-            return "fast-on"
-        if cmd.startswith("rm -f"):
-            return "fast-off"
-        return "uptime"
 
 
 class FakeCloud:
