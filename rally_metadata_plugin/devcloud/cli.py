@@ -18,10 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
-from rally_metadata_plugin.devcloud import profiles
-from rally_metadata_plugin.devcloud.cloud import DevCloud
-from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
-                                                   default_users)
+try:
+    from rally_metadata_plugin.devcloud import profiles
+    from rally_metadata_plugin.devcloud.cloud import DevCloud
+    from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
+                                                       default_users)
+except ImportError as missing:  # the devcloud's libraries are an extra
+    sys.exit(f"rally-metadata-devcloud needs {missing.name}: "
+             "pip install 'rally-metadata-plugin[devcloud]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
