@@ -275,6 +275,40 @@ def test_ten_iterations_at_concurrency_five(tmp_path):
     assert_nothing_left_behind(out)
 
 
+def test_metadata_that_never_recovers_is_ongoing_never_zero(tmp_path):
+    out = tmp_path / "broken"
+    result = run_main_command(out, "--profile", "broken", "--seed", "1",
+                              "--task-args", '{"times": 1, "migrations": 2}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    (record,) = truth_by_migration(out).values()
+    assert record["outage_end"] is None  # the premise: this seed draws a lasting outage
+    load = workload(out)
+    (iteration,) = load["data"]
+    assert iteration["error"][0] == "MetadataNotRecovered"
+    assert "did not recover within 15 s after live migration 1" in iteration["error"][1]
+    (migration,) = report.extract(iteration["output"]).migrations
+    assert migration.ongoing and migration.status == report.STATUS_NOT_RECOVERED
+    # Counted up to the recovery timeout (15 s after nova finished), never as zero.
+    nova_done = record["completed_at"] - record["outage_start"]
+    assert migration.downtime >= 15.0 + nova_done - migration.downtime_error - SPAWN_LATENCY
+    failed = {s["criterion"] for s in load["sla_results"]["sla"] if not s["success"]}
+    assert failed == {"max_metadata_downtime", "failure_rate"}
+    assert_nothing_left_behind(out)
+
+
+def test_server_in_error_fails_the_iteration_with_novas_fault(tmp_path):
+    out = tmp_path / "error"
+    result = run_main_command(out, "--profile", "error", "--seed", "1",
+                              "--task-args", '{"times": 1, "migrations": 2}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    (iteration,) = workload(out)["data"]
+    assert "went to ERROR during live migration" in iteration["error"][1]
+    assert "destination libvirt unreachable" in iteration["error"][1]
+    (migration,) = report.extract(iteration["output"]).migrations
+    assert migration.status.startswith("failed: ")
+    assert_nothing_left_behind(out)
+
+
 def test_unknown_profile_is_a_clear_error(tmp_path):
     result = run_main_command(tmp_path / "bad", "--profile", "no-such-profile", timeout=120)
     assert result.returncode != 0
