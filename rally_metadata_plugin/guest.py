@@ -176,9 +176,6 @@ class GuestMeter:
         except Exception as e:
             LOG.warning("Could not close the SSH connection: %s", e)
 
-    def wait_for_ssh(self, timeout: float, interval: float = 1.0) -> None:
-        self.ssh.wait(timeout, interval)
-
     def start(self) -> int:
         """Install and start the meter; returns its pid once its first record is written."""
         settings = self.settings

@@ -17,7 +17,6 @@ old host again was rolled back.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -36,14 +35,6 @@ class MigrationError(Exception):
 
 class MigrationTimeout(MigrationError):
     pass
-
-
-@dataclasses.dataclass(frozen=True)
-class MigrationResult:
-    source_host: str
-    target_host: str
-    #: Seconds from the request until nova showed the server ACTIVE on the target.
-    duration: float
 
 
 def microversion(client: Any) -> tuple[float, float]:
@@ -180,16 +171,3 @@ class LiveMigrator:
                     f"[openstack] nova_server_live_migrate_timeout if migrations are slow."
                 )
             self._sleep(self.poll_interval)
-
-    def migrate(
-        self,
-        server_id: str,
-        source_host: str,
-        block_migration: BlockMigration = "auto",
-        host: Optional[str] = None,
-    ) -> MigrationResult:
-        """Request one live migration and wait for it; times on ``clock``."""
-        started = self._clock()
-        self.request(server_id, block_migration, host)
-        target = self.wait_for_host_change(server_id, source_host, started)
-        return MigrationResult(source_host, target, self._clock() - started)

@@ -249,8 +249,8 @@ def summarize(
 
     figures = IterationFigures(
         measured=measured,
-        total_downtime=round(sum(o.duration for o in counted), 3),
-        max_outage=round(max((o.duration for o in counted), default=0.0), 3),
+        total_downtime=round(analysis.total_downtime(counted), 3),
+        max_outage=round(analysis.longest_outage(counted), 3),
         outage_count=len(counted),
         migrations=migrations if measured else (),
     )
@@ -307,7 +307,7 @@ def _notes(log, records, outages, counted, attribution, baseline_at, cutoff, ext
             f"({_reason_summary(ignored)})."
         )
     if attribution.unattributed:
-        total = sum(o.duration for o in attribution.unattributed)
+        total = analysis.total_downtime(attribution.unattributed)
         notes.append(
             f"{len(attribution.unattributed)} outage(s) ({total:.3f} s) happened after the "
             f"baseline but before the first migration; they count in the iteration total only."
@@ -315,7 +315,7 @@ def _notes(log, records, outages, counted, attribution, baseline_at, cutoff, ext
     for report in attribution.windows:
         if report.outages:
             notes.append(f"{report.window.label}: {_reason_summary(report.outages)}.")
-    if any(reason == "http:429" for o in counted for reason, _ in o.reasons):
+    if analysis.rate_limited(counted):
         notes.append(
             "The metadata service answered HTTP 429: neutron's metadata rate limiting is "
             "enabled, so part of this 'downtime' is the probe rate, not an outage. Raise "

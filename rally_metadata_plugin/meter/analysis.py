@@ -192,6 +192,19 @@ class Outage:
         }
 
 
+def total_downtime(outages: Iterable[Outage]) -> float:
+    return sum((o.duration for o in outages), 0.0)
+
+
+def longest_outage(outages: Iterable[Outage]) -> float:
+    return max((o.duration for o in outages), default=0.0)
+
+
+def rate_limited(outages: Iterable[Outage]) -> bool:
+    """True when the service answered 429: neutron's rate limit, not downtime."""
+    return any(reason == "http:429" for o in outages for reason, _ in o.reasons)
+
+
 class OutageTotals:
     """Totals over ``self.outages``, for any collection of outages."""
 
@@ -199,15 +212,19 @@ class OutageTotals:
 
     @property
     def downtime(self) -> float:
-        return sum((o.duration for o in self.outages), 0.0)
+        return total_downtime(self.outages)
 
     @property
     def max_outage(self) -> float:
-        return max((o.duration for o in self.outages), default=0.0)
+        return longest_outage(self.outages)
 
     @property
     def ongoing(self) -> bool:
         return any(o.ongoing for o in self.outages)
+
+    @property
+    def rate_limited(self) -> bool:
+        return rate_limited(self.outages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,11 +246,6 @@ class Analysis(OutageTotals):
     @property
     def downtime_upper(self) -> float:
         return sum((o.upper for o in self.outages), 0.0)
-
-    @property
-    def rate_limited(self) -> bool:
-        """True when the service answered 429: neutron's rate limit, not downtime."""
-        return any(reason == "http:429" for o in self.outages for reason, _ in o.reasons)
 
     def to_dict(self) -> dict:
         return {

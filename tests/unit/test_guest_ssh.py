@@ -124,7 +124,7 @@ def test_meter_over_real_ssh(ssh_guest, service, tmp_path):
     ssh = client_for(ssh_guest)
     settings = settings_for(service, tmp_path)
     with guest.GuestMeter(ssh, settings, poll_interval=0.05, start_timeout=5) as meter:
-        meter.wait_for_ssh(timeout=10)
+        ssh.wait(timeout=10, interval=1)  # as VMScenario._wait_for_ssh does
         pid = meter.start()
         meter.wait_for_baseline(5, timeout=10)
         before = meter.clock_sample(fast=True)
