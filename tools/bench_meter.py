@@ -40,7 +40,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "functional"))
 
 import guest_env  # noqa: E402
-from rally_metadata_plugin.meter import analysis  # noqa: E402
+from rally_metadata_plugin.core import log_analysis as analysis  # noqa: E402
 
 INTERVAL = 0.2
 

@@ -1,13 +1,14 @@
 """``MetadataDowntime.boot_and_live_migrate``: metadata downtime across live migrations.
 
 The scenario translates; the work is done by adapters around a pure core:
-``guest.GuestMeter`` (the meter over SSH), ``nova.LiveMigrator`` (the
+``guest_meter.GuestMeter`` (the meter over SSH), ``live_migration.LiveMigrator`` (the
 microversion-aware migration), ``report`` (figures and charts).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import typing as t
 
@@ -23,12 +24,12 @@ from rally_openstack.common import consts
 from rally_openstack.task import scenario
 from rally_openstack.task.scenarios.vm import utils as vm_utils
 
-from rally_metadata_plugin import guest
-from rally_metadata_plugin import nova
-from rally_metadata_plugin import report
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import clock as clocklib
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.adapters import guest_meter
+from rally_metadata_plugin.adapters import live_migration
+from rally_metadata_plugin.core import report
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import clock_mapping as clocklib
+from rally_metadata_plugin.core import scenario_args
 from rally_metadata_plugin.plugins import opts
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ CONF = cfg.CONF
 opts.register(CONF)
 
 Field = rally_scenario.Field
-NAME = "MetadataDowntime.boot_and_live_migrate"
+NAME = report.SCENARIO_NAME
 
 #: Atomic action names: an interface (reports, trends), never derived from arguments.
 BOOT = "nova.boot_server"
@@ -60,37 +61,17 @@ class MetadataMeterArgsValidator(validation.Validator):
     """Checks the arguments of the metadata meter that depend on each other."""
 
     def validate(self, context, config, plugin_cls, plugin_cfg):
-        args = (config or {}).get("args") or {}
-        problems = []
-        interval = args.get("probe_interval", 0.2)
-        fast = args.get("fast_probe_interval", 0.05)
-        def positive(value):  # args-spec reports the other cases
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-        if positive(interval) and positive(fast) and fast > interval:
-            problems.append(
-                f"fast_probe_interval ({fast}) must not exceed probe_interval ({interval}): "
-                f"fast mode probes more often during migrations"
-            )
-        probes = args.get("recovery_probes", 5)
-        timeout = args.get("recovery_timeout", 60.0)
-        if (positive(probes) and positive(timeout) and positive(interval)
-                and timeout <= probes * interval):
-            problems.append(
-                f"recovery_timeout ({timeout} s) must be longer than recovery_probes x "
-                f"probe_interval ({probes} x {interval} s), or recovery can never be seen"
-            )
-        if args.get("target_hosts") == []:
-            problems.append("target_hosts must list at least one host, or be omitted to let "
-                            "the scheduler choose")
-        for nic in args.get("nics") or ():
-            if isinstance(nic, dict) and not (nic.get("net-id") or nic.get("net-name")):
-                problems.append(f"each entry of nics needs 'net-id' or 'net-name', got {nic}")
-        for name in ("expect", "metadata_url"):
-            if isinstance(args.get(name), str) and "\n" in args[name]:
-                problems.append(f"{name} must be a single line")
+        args = dict(_run_defaults(plugin_cls))
+        args.update((config or {}).get("args") or {})
+        problems = scenario_args.MeterArguments.from_mapping(args).problems()
         if problems:
             self.fail("; ".join(problems) + ".")
+
+
+def _run_defaults(plugin_cls) -> dict[str, t.Any]:
+    """The defaults of the scenario's ``run()``: the one place they are written."""
+    parameters = inspect.signature(plugin_cls.run).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not p.empty}
 
 
 @dataclasses.dataclass
@@ -99,7 +80,7 @@ class _Iteration:
 
     server: t.Any = None
     floating_ip: t.Optional[dict] = None
-    meter: t.Optional[guest.GuestMeter] = None
+    meter: t.Optional[guest_meter.GuestMeter] = None
     log_text: t.Optional[str] = None
     baseline_at: t.Optional[float] = None
     cutoff: t.Optional[float] = None
@@ -215,11 +196,13 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param server_kwargs: extra arguments for novaclient servers.create
             (e.g. {"availability_zone": "nova", "config_drive": true})
         """
+        # First, while locals() holds only the parameters.
+        meter_args = scenario_args.MeterArguments.from_mapping(locals())
         conf = CONF.metadata_meter
         state = _Iteration()
         error: BaseException | None = None
         try:
-            migrator = nova.LiveMigrator(
+            migrator = live_migration.LiveMigrator(
                 self.admin_clients("nova"),
                 timeout=CONF.openstack.nova_server_live_migrate_timeout,
                 poll_interval=CONF.openstack.nova_server_live_migrate_poll_interval,
@@ -229,22 +212,12 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             self._boot(state, image, flavor, nics, server_kwargs or {})
             with atomic.ActionTimer(self, ATTACH_IP):
                 address = self._guest_address(state, use_floating_ip, floating_network)
-            settings = script.ProbeSettings(
-                url=metadata_url or (script.ipv6_metadata_url(guest_interface)
-                                     if ip_version == 6 else script.OPENSTACK_METADATA_URL),
-                expect=expect or state.server.id,
-                interval=probe_interval,
-                fast_interval=min(fast_probe_interval, probe_interval),
-                connect_timeout=min(0.5, probe_timeout),
-                timeout=probe_timeout,
-                tool=http_tool,
-                # One directory per server: simulated guests may share a file system.
-                workdir=f"/tmp/rally-metadata-meter-{state.server.id[:8]}",
-                duration=self._meter_lifetime(migrations, recovery_timeout),
-            )
+            settings = meter_args.probe_settings(
+                server_id=state.server.id,
+                duration=self._meter_lifetime(migrations, recovery_timeout))
             ssh = sshutils.SSH(username, address, port=port, password=password,
                                pkey=self.context["user"]["keypair"]["private"])
-            state.meter = guest.GuestMeter(
+            state.meter = guest_meter.GuestMeter(
                 ssh, settings,
                 command_timeout=conf.ssh_command_timeout,
                 start_timeout=conf.meter_start_timeout,
@@ -318,7 +291,7 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         return fip["floating_ip_address"]
 
     @staticmethod
-    def _baseline(meter: guest.GuestMeter, needed: int, timeout: float) -> float:
+    def _baseline(meter: guest_meter.GuestMeter, needed: int, timeout: float) -> float:
         snapshot = meter.wait_for_baseline(needed, timeout)
         return analysis.first_healthy_streak(snapshot.log.records, needed).start
 
@@ -326,7 +299,7 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                       recovery_probes, recovery_timeout):
         server_id = state.server.id
         source = migrator.host_of(server_id)
-        host = nova.pick_target(target_hosts, source, index)
+        host = live_migration.pick_target(target_hosts, source, index)
         before = meter.clock_sample(fast=True)
         state.slack = max(state.slack, before.error)
         with atomic.ActionTimer(self, LIVE_MIGRATE):

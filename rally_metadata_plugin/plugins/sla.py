@@ -1,6 +1,6 @@
 """SLA ``max_metadata_downtime``: limits on the metadata downtime the scenario measured.
 
-It reads each iteration's ``output`` through :func:`rally_metadata_plugin.report.extract`,
+It reads each iteration's ``output`` through :func:`rally_metadata_plugin.core.report.extract`,
 the one definition of that format.
 """
 
@@ -12,7 +12,7 @@ import typing as t
 from rally import consts
 from rally.task import sla
 
-from rally_metadata_plugin import report
+from rally_metadata_plugin.core import report
 
 NAME = "max_metadata_downtime"
 

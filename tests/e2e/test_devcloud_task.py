@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from rally_metadata_plugin import report
+from rally_metadata_plugin.core import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAIN_COMMAND = ROOT / "tools" / "devcloud_task.py"

@@ -38,8 +38,8 @@ import threading
 import time
 from typing import Iterable, Optional, Sequence
 
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import probe_script as script
 
 BUSYBOX = shutil.which("busybox")
 DASH = shutil.which("dash")

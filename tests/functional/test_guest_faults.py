@@ -23,7 +23,7 @@ import pytest
 
 import guest_env
 from guest_env import EXPECTED_REASONS, match_outages
-from rally_metadata_plugin.meter import analysis
+from rally_metadata_plugin.core import log_analysis as analysis
 
 TOLERANCE = 0.05
 

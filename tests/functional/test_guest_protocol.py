@@ -12,8 +12,8 @@ import time
 import pytest
 
 import guest_env
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import probe_script as script
 
 SHELLS = ["busybox", "dash"]
 

@@ -1,6 +1,6 @@
 """Which meter command a fake guest received (shared by the unit-test fakes).
 
-The commands are rendered by ``rally_metadata_plugin.meter.script``; fakes
+The commands are rendered by ``rally_metadata_plugin.core.probe_script``; fakes
 answer by kind instead of by exact text.
 """
 

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from rally_metadata_plugin import cli
-from rally_metadata_plugin import compare
-from rally_metadata_plugin import report
+from rally_metadata_plugin.cli import compare
+from rally_metadata_plugin.core import report
 
 
 def iteration_output(downtimes, pause=0.02):
@@ -25,7 +25,7 @@ def iteration_output(downtimes, pause=0.02):
 
 def export(iterations, uuid="11111111-2222-3333-4444-555555555555", sla_ok=True):
     workload = {
-        "scenario": {compare.SCENARIO: {}},
+        "scenario": {report.SCENARIO_NAME: {}},
         "position": 0,
         "data": [{"output": iteration_output(d), "error": []} for d in iterations],
         "total_iteration_count": len(iterations),

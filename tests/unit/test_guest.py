@@ -10,9 +10,9 @@ from unittest import mock
 
 import pytest
 
-from rally_metadata_plugin import guest
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.adapters import guest_meter as guest
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import probe_script as script
 
 from guest_commands import command_kind
 

@@ -14,9 +14,9 @@ import paramiko
 import pytest
 from rally.utils import sshutils
 
-from rally_metadata_plugin import guest
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.adapters import guest_meter as guest
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import probe_script as script
 
 from test_guest import LocalShell, MetadataService, settings_for
 

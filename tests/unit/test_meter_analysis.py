@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import clock
-from rally_metadata_plugin.meter.analysis import (
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import clock_mapping as clock
+from rally_metadata_plugin.core.log_analysis import (
     CLOCK_RESOLUTION,
     MeterLog,
     Outage,

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from rally_metadata_plugin.meter import script
-from rally_metadata_plugin.meter.script import ProbeSettings
+from rally_metadata_plugin.core import probe_script as script
+from rally_metadata_plugin.core.probe_script import ProbeSettings
 
 BUSYBOX = shutil.which("busybox")
 DASH = shutil.which("dash")

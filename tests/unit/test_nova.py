@@ -6,7 +6,7 @@ import pytest
 from novaclient import api_versions
 from novaclient.v2 import servers as nova_servers
 
-from rally_metadata_plugin import nova
+from rally_metadata_plugin.adapters import live_migration as nova
 
 
 def real_server(version):

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rally_metadata_plugin import regression as rg
+from rally_metadata_plugin.core import regression as rg
 
 
 def sample(seed, center, spread, n):

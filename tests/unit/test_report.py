@@ -5,7 +5,7 @@ import json
 import pytest
 from rally.task.processing import charts as rally_charts
 
-from rally_metadata_plugin import report
+from rally_metadata_plugin.core import report
 
 
 def make_log(verdicts, start=100.0, period=0.2, stop=True, reason="curl:28"):

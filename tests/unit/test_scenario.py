@@ -14,9 +14,9 @@ from rally.task.processing import charts as rally_charts
 
 rally.plugins.load()
 
-from rally_metadata_plugin import guest  # noqa: E402
-from rally_metadata_plugin import nova  # noqa: E402
-from rally_metadata_plugin import report  # noqa: E402
+from rally_metadata_plugin.adapters import guest_meter as guest  # noqa: E402
+from rally_metadata_plugin.adapters import live_migration as nova  # noqa: E402
+from rally_metadata_plugin.core import report  # noqa: E402
 from rally_metadata_plugin.plugins import scenario as sc  # noqa: E402
 
 from guest_commands import command_kind  # noqa: E402
@@ -290,7 +290,7 @@ def test_happy_path_atomics_outputs_and_cleanup():
 
 def test_expectation_and_url_defaults_and_overrides():
     cloud = FakeCloud()
-    with mock.patch.object(sc.guest, "GuestMeter", wraps=guest.GuestMeter) as meter_cls:
+    with mock.patch.object(sc.guest_meter, "GuestMeter", wraps=guest.GuestMeter) as meter_cls:
         run(cloud, migrations=1)
         settings = meter_cls.call_args[0][1]
         assert settings.url == "http://169.254.169.254/openstack/latest/meta_data.json"

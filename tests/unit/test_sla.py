@@ -5,7 +5,7 @@ import pytest
 import rally.plugins
 from rally.task import sla
 
-from rally_metadata_plugin import report
+from rally_metadata_plugin.core import report
 from rally_metadata_plugin.plugins import sla as metadata_sla
 
 rally.plugins.load()

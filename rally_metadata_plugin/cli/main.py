@@ -13,10 +13,10 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from rally_metadata_plugin import compare
-from rally_metadata_plugin import regression
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.cli import compare
+from rally_metadata_plugin.core import regression
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import probe_script as script
 
 
 def _positive_float(text: str) -> float:
@@ -135,7 +135,7 @@ def _compare(args: argparse.Namespace) -> int:
     else:
         print(compare.format_text(result))
     if args.html:
-        from rally_metadata_plugin import compare_html
+        from rally_metadata_plugin.cli import compare_html
 
         with open(args.html, "w", encoding="utf-8") as page:
             page.write(compare_html.render(result))

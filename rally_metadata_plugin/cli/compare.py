@@ -3,9 +3,9 @@
 Inputs are Rally tasks: a file written by ``rally task export --type json``
 (or ``rally task report --json``), or a task UUID in the local Rally
 database.  Every migration's figures are read back from the iterations'
-output with :func:`rally_metadata_plugin.report.extract`, grouped per
+output with :func:`rally_metadata_plugin.core.report.extract`, grouped per
 workload, and each metric of each candidate run is compared with the
-baseline by :func:`rally_metadata_plugin.regression.compare`.
+baseline by :func:`rally_metadata_plugin.core.regression.compare`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import pathlib
 import re
 from typing import Callable, Iterable, Optional, Sequence
 
-from rally_metadata_plugin import regression
-from rally_metadata_plugin import report
+from rally_metadata_plugin.core import regression
+from rally_metadata_plugin.core import report
 
-SCENARIO = "MetadataDowntime.boot_and_live_migrate"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -91,9 +90,9 @@ def runs_from_export(results: dict, label: str) -> list[Run]:
         for s_index, subtask in enumerate(task.get("subtasks") or ()):
             for workload in subtask.get("workloads") or ():
                 scenario = next(iter(workload.get("scenario") or {}), None)
-                if scenario != SCENARIO:
+                if scenario != report.SCENARIO_NAME:
                     continue
-                key = f"{SCENARIO} [subtask {s_index + 1}, workload {workload.get('position', 0) + 1}]"
+                key = f"{report.SCENARIO_NAME} [subtask {s_index + 1}, workload {workload.get('position', 0) + 1}]"
                 migrations = []
                 for iteration in workload.get("data") or ():
                     figures = report.extract(iteration.get("output"))
@@ -110,7 +109,7 @@ def runs_from_export(results: dict, label: str) -> list[Run]:
                                        for s in sla if not s.get("success")),
                 )
         if not workloads:
-            raise UnusableInput(f"{label}: task {task.get('uuid')} has no {SCENARIO} workload")
+            raise UnusableInput(f"{label}: task {task.get('uuid')} has no {report.SCENARIO_NAME} workload")
         runs.append(Run(label, str(task.get("uuid")), workloads))
     if not runs:
         raise UnusableInput(f"{label}: the export holds no task")

@@ -22,9 +22,9 @@ import socket
 import time
 from typing import Any, Callable, Optional
 
-from rally_metadata_plugin.meter import analysis
-from rally_metadata_plugin.meter import clock as clocklib
-from rally_metadata_plugin.meter import script
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core import clock_mapping as clocklib
+from rally_metadata_plugin.core import probe_script as script
 
 LOG = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import html
 import io
 import random
 
-from rally_metadata_plugin import compare
-from rally_metadata_plugin import regression
+from rally_metadata_plugin.cli import compare
+from rally_metadata_plugin.core import regression
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }

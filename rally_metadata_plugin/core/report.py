@@ -24,9 +24,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from rally_metadata_plugin.meter import analysis
+from rally_metadata_plugin.core import log_analysis as analysis
 
 # -- Chart titles: an interface (reports, trends, the SLA, compare tools) ----
+
+#: The scenario whose output this module writes and reads (Rally plugin name).
+SCENARIO_NAME = "MetadataDowntime.boot_and_live_migrate"
 
 DOWNTIME_TITLE = "Metadata downtime per iteration"
 OUTAGES_TITLE = "Metadata outages per iteration"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rally_metadata_plugin.meter.analysis import CLOCK_RESOLUTION
+from rally_metadata_plugin.core.log_analysis import CLOCK_RESOLUTION
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,9 @@
+"""Adapters: the code that talks to a guest or to a cloud.
+
+* :mod:`.guest_meter`: the guest meter driven over SSH (Rally's ``sshutils``,
+  paramiko);
+* :mod:`.live_migration`: nova's live-migration API through novaclient.
+
+They turn I/O into the pure core's types and failures into sentences a user
+can act on; they import no Rally task machinery.
+"""
