@@ -1,4 +1,5 @@
-"""The devcloud assembled: model, APIs, guests, metadata, migrations.
+"""The devcloud assembled: model (:mod:`.model`), APIs (:mod:`.api`), guests,
+SSH, metadata service, migration engine and timer thread.
 
 :class:`DevCloud` is what tests use in-process and what the ``serve``
 command runs. It writes into its state directory:

@@ -163,7 +163,7 @@ def security_group_view(backend: CloudBackend, g: SecurityGroup) -> dict:
             **_stamps(g)}
 
 
-# -- from request bodies to the model's arguments ------------------------------------
+# -- from request bodies to the model's arguments -----------------------------
 
 def _given(body: dict, *keys: str) -> dict:
     """The attributes of ``keys`` the body sets, as keyword arguments (a

@@ -104,7 +104,7 @@ def _unexpected(extra: set[str]) -> exc.NovaBadRequest:
                               f"not allowed ({listed} was unexpected)")
 
 
-# -- versions -----------------------------------------------------------------------
+# -- versions -----------------------------------------------------------------
 
 def _version_doc(call: Call) -> dict:
     return {"id": "v2.1", "status": "CURRENT", "version": _fmt(MAX_VERSION),
@@ -122,7 +122,7 @@ def version_v21(call: Call):
     return json_response({"version": _version_doc(call)})
 
 
-# -- flavors ------------------------------------------------------------------------
+# -- flavors ------------------------------------------------------------------
 
 def _flavor_view(call: Call, flavor: Flavor, detail: bool = True) -> dict:
     view = {"id": flavor.id, "name": flavor.name,
@@ -156,7 +156,7 @@ def get_flavor(call: Call, flavor_id: str):
         call, call.backend.compute.get_flavor(flavor_id))})
 
 
-# -- keypairs -----------------------------------------------------------------------
+# -- keypairs -----------------------------------------------------------------
 
 def _keypair_view(call: Call, keypair: Keypair, full: bool = False) -> dict:
     view = {"name": keypair.name, "public_key": keypair.public_key,
@@ -221,7 +221,7 @@ def delete_keypair(call: Call, name: str):
     return empty_response(204 if call.mv_at_least(2, 2) else 202)
 
 
-# -- servers ------------------------------------------------------------------------
+# -- servers ------------------------------------------------------------------
 
 def _host_id(server: Server) -> str:
     """Nova's ``hostId``: opaque, per project and host."""
@@ -465,7 +465,7 @@ def _parse_migrate_live(call: Call, args) -> str | None:
     return host
 
 
-# -- hypervisors, server groups, availability zones ----------------------------------
+# -- hypervisors, server groups, availability zones ---------------------------
 
 def list_hypervisors(call: Call, detail: bool = False):
     if not call.caller.is_admin:

@@ -81,12 +81,11 @@ class CloudBackend:
 
         now = isotime(utcnow())
         self.identity.seed(config.users)
-        self.compute.seed_hosts(config.hypervisors)
         admin_project = self.identity.admin_project.id
-        self.compute.seed_catalog(admin_project, now)
+        self.compute.seed(config.hypervisors, admin_project, now)
         self.network.seed_public(admin_project, config.floating_cidr, now)
 
-    # -- change notification ------------------------------------------------------
+    # -- change notification --------------------------------------------------
 
     @contextlib.contextmanager
     def changes(self) -> Iterator[None]:
@@ -122,7 +121,7 @@ class CloudBackend:
     def outage_added(self, outage: Outage) -> None:
         self._queue(lambda listener: listener.outage_added(outage))
 
-    # -- what is left -------------------------------------------------------------
+    # -- what is left ---------------------------------------------------------
 
     def leftovers(self) -> dict[str, list[str]]:
         """Resources created through the APIs that still exist, by kind.
@@ -146,7 +145,7 @@ class CloudBackend:
                                    for owner, name in self.keypairs),
             }
 
-    # -- the tables, for tests and inspection (the APIs use methods) ------------------
+    # -- the tables, for tests and inspection (the APIs use methods) ----------
 
     @property
     def images(self) -> dict[str, Image]:

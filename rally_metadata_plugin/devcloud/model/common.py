@@ -1,12 +1,18 @@
-"""What every part of the model shares: ids, timestamps, scoped lookups and
-the marker of an argument a request left out."""
+"""What the parts of the model share: ids, timestamps, scoped lookups, the
+owner of a new neutron resource and the marker of an argument a request
+left out."""
 
 from __future__ import annotations
 
 import datetime
 import enum
 import uuid
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from rally_metadata_plugin.devcloud import exceptions as exc
+
+if TYPE_CHECKING:
+    from rally_metadata_plugin.devcloud.model.identity import Caller
 
 Resource = TypeVar("Resource")
 
@@ -52,3 +58,14 @@ def lookup(table: dict[str, Resource], resource_id: str,
     if resource is None or not visible(resource):
         raise not_found(resource_id)
     return resource
+
+
+def owning_project(caller: Caller, requested: str | None) -> str:
+    """The project a new neutron resource belongs to: admins may create
+    resources for another project, others only for their own."""
+    if requested and requested != caller.project_id:
+        if not caller.is_admin:
+            raise exc.NeutronForbidden(
+                "Only admin can create resources for another project")
+        return requested
+    return caller.project_id

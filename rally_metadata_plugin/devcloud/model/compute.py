@@ -20,9 +20,11 @@ from rally_metadata_plugin.devcloud import keys
 from rally_metadata_plugin.devcloud.model.common import (isotime, new_id,
                                                          utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
+from rally_metadata_plugin.devcloud.model.security_groups import DEFAULT_GROUP
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+    from rally_metadata_plugin.devcloud.model.live_migration import Fault
     from rally_metadata_plugin.devcloud.model.server_ports import (
         NetworkRequest)
 
@@ -78,15 +80,6 @@ class Keypair:
     fingerprint: str
     type: str = "ssh"
     created_at: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """Why a server is in ERROR (nova's instance fault)."""
-
-    message: str
-    code: int
-    created: str
 
 
 @dataclasses.dataclass
@@ -154,13 +147,11 @@ class ComputeBackend:
         self.servers: dict[str, Server] = {}
         self.server_groups: dict[str, ServerGroup] = {}
 
-    def seed_hosts(self, count: int) -> None:
-        """The hypervisors ``compute-1`` .. ``compute-<count>``."""
-        for i in range(1, count + 1):
+    def seed(self, hypervisors: int, image_owner: str, now: str) -> None:
+        """Hosts ``compute-1`` .. ``compute-<hypervisors>``, the flavors
+        rally's tasks name and one small ``cirros`` image."""
+        for i in range(1, hypervisors + 1):
             self.hosts.append(Host(f"compute-{i}", i, new_id()))
-
-    def seed_catalog(self, image_owner: str, now: str) -> None:
-        """The flavors rally's tasks name and one small ``cirros`` image."""
         for flavor in (Flavor("1", "m1.tiny", 512, 1, 1),
                        Flavor("2", "m1.small", 2048, 20, 1),
                        Flavor("42", "m1.nano", 128, 1, 1)):
@@ -169,7 +160,7 @@ class ComputeBackend:
                       owner=image_owner, created_at=now)
         self.images[image.id] = image
 
-    # -- flavors, images, hosts ---------------------------------------------------
+    # -- flavors, images, hosts -----------------------------------------------
 
     def list_flavors(self) -> list[Flavor]:
         """Smallest (RAM) first."""
@@ -211,7 +202,7 @@ class ComputeBackend:
         with self._cloud.lock:
             return sum(1 for s in self.servers.values() if s.host == host.name)
 
-    # -- keypairs -----------------------------------------------------------------
+    # -- keypairs -------------------------------------------------------------
 
     def list_keypairs(self, caller: Caller) -> list[Keypair]:
         with self._cloud.lock:
@@ -255,7 +246,7 @@ class ComputeBackend:
             self.get_keypair(caller, name)
             del self.keypairs[(caller.user_id, name)]
 
-    # -- servers ------------------------------------------------------------------
+    # -- servers --------------------------------------------------------------
 
     def _visible_server(self, caller: Caller, server_id: str) -> Server:
         server = self.servers.get(server_id)
@@ -322,7 +313,7 @@ class ComputeBackend:
                 raise exc.NovaBadRequest("Invalid key_name provided.")
             cloud.security.ensure_default_group(caller.project_id)
             groups = [cloud.security.group_for_server(caller, name_or_id)
-                      for name_or_id in security_groups or ["default"]]
+                      for name_or_id in security_groups or [DEFAULT_GROUP]]
             requested = cloud.server_ports.check_requests(caller, networks)
             created = []
             for index in range(count):
@@ -388,10 +379,11 @@ class ComputeBackend:
         """The server's keypair as ``{name: public key}`` (empty when it
         has none, or it was deleted since)."""
         with self._cloud.lock:
-            keypair = self.keypairs.get((server.user_id, server.key_name or ""))
+            keypair = self.keypairs.get((server.user_id,
+                                         server.key_name or ""))
             return {keypair.name: keypair.public_key} if keypair else {}
 
-    # -- server groups ------------------------------------------------------------
+    # -- server groups --------------------------------------------------------
 
     def list_server_groups(self, caller: Caller) -> list[ServerGroup]:
         with self._cloud.lock:

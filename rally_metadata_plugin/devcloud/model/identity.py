@@ -153,7 +153,7 @@ class IdentityBackend:
             if self.tokens.pop(token_id, None) is None:
                 raise exc.TokenNotFound(token_id)
 
-    # -- projects and users -----------------------------------------------------
+    # -- projects and users ---------------------------------------------------
 
     def get_project(self, caller: Caller, project_id: str) -> Project:
         """A project the caller may see: its own, or any for an admin."""

@@ -17,11 +17,12 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.model.common import (UNSET, Unset,
                                                          apply_updates,
                                                          isotime, lookup,
-                                                         new_id, utcnow)
+                                                         new_id,
+                                                         owning_project,
+                                                         utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
 from rally_metadata_plugin.devcloud.model.network import (ROUTER_INTERFACE,
-                                                          FixedIP, Port,
-                                                          owning_project)
+                                                          FixedIP, Port)
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend
@@ -75,7 +76,7 @@ class L3Backend:
         self.routers: dict[str, Router] = {}
         self.floatingips: dict[str, FloatingIP] = {}
 
-    # -- queries ------------------------------------------------------------------
+    # -- queries --------------------------------------------------------------
 
     def list_routers(self, caller: Caller) -> list[Router]:
         with self._cloud.lock:
@@ -108,11 +109,12 @@ class L3Backend:
     def server_floating_ips(self, server_id: str) -> list[str]:
         """The floating addresses of a server's ports, sorted."""
         with self._cloud.lock:
-            port_ids = {p.id for p in self._cloud.server_ports.ports(server_id)}
+            ports = self._cloud.server_ports.ports(server_id)
+            port_ids = {p.id for p in ports}
             return sorted(f.address for f in self.floatingips.values()
                           if f.port_id in port_ids)
 
-    # -- routers ------------------------------------------------------------------
+    # -- routers --------------------------------------------------------------
 
     def create_router(self, caller: Caller, *, name: str = "",
                       project_id: str | None = None, description: str = "",
@@ -160,7 +162,8 @@ class L3Backend:
             router = self.get_router(caller, router_id)
             if self._cloud.network.router_interfaces(router_id):
                 raise exc.RouterInUse(router_id, "ports")
-            if any(f.router_id == router_id for f in self.floatingips.values()):
+            if any(f.router_id == router_id
+                   for f in self.floatingips.values()):
                 raise exc.RouterInUse(router_id, "floating IPs in use")
             self._set_gateway(caller, router, None)
             del self.routers[router_id]
@@ -215,14 +218,14 @@ class L3Backend:
             if not found:
                 raise exc.RouterInterfaceNotFound(port_id or subnet_id or "")
             port = found[0]
-            if any(f.router_id == router_id and f.port_id
-                   and port.subnet_ids & network.find_port(f.port_id).subnet_ids
+            if any(f.router_id == router_id and f.port_id and (
+                    port.subnet_ids & network.find_port(f.port_id).subnet_ids)
                    for f in self.floatingips.values()):
                 raise exc.RouterInterfaceInUseByFloatingIP(router_id)
             network.remove_port(port)
             return router, port
 
-    # -- floating IPs ---------------------------------------------------------------
+    # -- floating IPs ---------------------------------------------------------
 
     def create_floatingip(self, caller: Caller, *, network_id: str,
                           project_id: str | None = None,

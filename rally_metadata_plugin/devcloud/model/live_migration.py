@@ -21,7 +21,7 @@ from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.model.common import new_id
 from rally_metadata_plugin.devcloud.model.compute import (AVAILABILITY_ZONE,
-                                                          Fault, Server)
+                                                          Server)
 from rally_metadata_plugin.devcloud.model.identity import Caller
 from rally_metadata_plugin.devcloud.profiles import OutagePlan
 
@@ -40,6 +40,16 @@ class Migration:
     destination: str
     requested_at: float
     status: str = "running"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """Why a server is in ERROR (nova's instance fault): here, a failed
+    live migration."""
+
+    message: str
+    code: int
+    created: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +227,7 @@ class LiveMigrationBackend:
         with self._cloud.lock:
             self.outages.pop(server_id, None)
 
-    # -- what the metadata service serves ---------------------------------------------
+    # -- what the metadata service serves -------------------------------------
 
     def instance_identity(self, server: Server) -> InstanceIdentity:
         """The server's own metadata: names, keys and addresses."""

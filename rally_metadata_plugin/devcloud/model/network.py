@@ -17,7 +17,9 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.model.common import (UNSET, Unset,
                                                          apply_updates,
                                                          isotime, lookup,
-                                                         new_id, utcnow)
+                                                         new_id,
+                                                         owning_project,
+                                                         utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
 
 if TYPE_CHECKING:
@@ -25,17 +27,6 @@ if TYPE_CHECKING:
 
 PUBLIC_NETWORK = "public"
 ROUTER_INTERFACE = "network:router_interface"
-
-
-def owning_project(caller: Caller, requested: str | None) -> str:
-    """The project a new resource belongs to: admins may create resources
-    for another project, others only for their own."""
-    if requested and requested != caller.project_id:
-        if not caller.is_admin:
-            raise exc.NeutronForbidden(
-                "Only admin can create resources for another project")
-        return requested
-    return caller.project_id
 
 
 @dataclasses.dataclass
@@ -153,7 +144,7 @@ class NetworkBackend:
         self.subnets[subnet.id] = subnet
         public.subnet_ids.append(subnet.id)
 
-    # -- visibility and queries ---------------------------------------------------
+    # -- visibility and queries -----------------------------------------------
 
     @staticmethod
     def network_visible(caller: Caller, network: Network | None) -> bool:
@@ -240,7 +231,7 @@ class NetworkBackend:
             return any(group_id in p.security_groups
                        for p in self.ports.values())
 
-    # -- networks and subnets -----------------------------------------------------
+    # -- networks and subnets -------------------------------------------------
 
     def create_network(self, caller: Caller, *, name: str = "",
                        project_id: str | None = None, external: bool = False,
@@ -249,7 +240,8 @@ class NetworkBackend:
             if (external or shared) and not caller.is_admin:
                 raise exc.NeutronForbidden("Only admin can create shared or "
                                            "external networks")
-            network = Network(new_id(), name, owning_project(caller, project_id),
+            network = Network(new_id(), name,
+                              owning_project(caller, project_id),
                               external=external, shared=shared,
                               created_at=isotime(utcnow()),
                               description=description)
@@ -329,18 +321,15 @@ class NetworkBackend:
             self.networks[subnet.network_id].subnet_ids.remove(subnet_id)
             del self.subnets[subnet_id]
 
-    # -- ports --------------------------------------------------------------------
+    # -- ports ----------------------------------------------------------------
 
     def new_port(self, network: Network, project_id: str, *, name: str,
                  fixed_ip: str | None = None, subnet_id: str | None = None,
                  security_groups: list[str] | None = None,
                  device_id: str = "", device_owner: str = "",
                  description: str = "") -> Port:
-        """A port with an address on the network's (or the given) subnet.
-
-        Called for users' ports and by :mod:`.l3` for router interfaces;
-        rules (visibility, ownership) are the caller's business.
-        """
+        """A port with an address on the network's (or the given) subnet,
+        for users, servers and router interfaces; no rule is checked."""
         subnets = [self.subnets[s] for s in network.subnet_ids
                    if subnet_id in (None, s)]
         fixed_ips = []

@@ -15,9 +15,10 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.model.common import (UNSET, Unset,
                                                          apply_updates,
                                                          isotime, lookup,
-                                                         new_id, utcnow)
+                                                         new_id,
+                                                         owning_project,
+                                                         utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
-from rally_metadata_plugin.devcloud.model.network import owning_project
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend
@@ -69,7 +70,7 @@ class SecurityGroupBackend:
         self._cloud = cloud
         self.security_groups: dict[str, SecurityGroup] = {}
 
-    # -- the default group, and nova's view -------------------------------------------
+    # -- the default group, and nova's view -----------------------------------
 
     def ensure_default_group(self, project_id: str) -> None:
         """Neutron creates a project's ``default`` group on first use; the
@@ -116,7 +117,7 @@ class SecurityGroupBackend:
         self.security_groups[group.id] = group
         return group
 
-    # -- groups -----------------------------------------------------------------------
+    # -- groups ---------------------------------------------------------------
 
     def list_security_groups(self, caller: Caller) -> list[SecurityGroup]:
         with self._cloud.lock:
@@ -159,7 +160,7 @@ class SecurityGroupBackend:
                 raise exc.SecurityGroupInUse(sg_id)
             del self.security_groups[sg_id]
 
-    # -- rules ------------------------------------------------------------------------
+    # -- rules ----------------------------------------------------------------
 
     def list_security_group_rules(self, caller: Caller
                                   ) -> list[SecurityGroupRule]:

@@ -107,8 +107,9 @@ class ServerPorts:
     def move(self, server_id: str, host: str) -> None:
         """The server now runs on ``host`` (live migration's switch-over):
         its ports are bound there."""
-        for port in self.ports(server_id):
-            port.host = host
+        with self._cloud.lock:
+            for port in self.ports(server_id):
+                port.host = host
 
     def ports(self, server_id: str) -> list[Port]:
         return self._cloud.network.ports_of(server_id)
