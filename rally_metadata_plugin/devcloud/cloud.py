@@ -1,4 +1,5 @@
-"""The devcloud assembled: model, APIs, guests, metadata, migrations.
+"""The devcloud assembled: model (:mod:`.model`), APIs (:mod:`.api`), guests,
+SSH, metadata service, migration engine and timer thread.
 
 :class:`DevCloud` is what tests use in-process and what the ``serve``
 command runs. It writes into its state directory:
@@ -29,9 +30,9 @@ from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
 from rally_metadata_plugin.devcloud.guests import GuestManager, all_tagged_processes
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration import MigrationEngine, TruthLog
-from rally_metadata_plugin.devcloud.models import CloudBackend
-from rally_metadata_plugin.devcloud.scheduler import Scheduler
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.ssh import SshGateway
+from rally_metadata_plugin.devcloud.timers import TimerThread
 
 LOG = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class DevCloud:
         self.ssh: SshGateway | None = None
         self.engine: MigrationEngine | None = None
         self._truth: TruthLog | None = None
-        self._scheduler: Scheduler | None = None
+        self._timers: TimerThread | None = None
         self._api: ApiServer | None = None
         self._request_log: RequestLog | None = None
 
@@ -87,8 +88,8 @@ class DevCloud:
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
         (state / "ready").unlink(missing_ok=True)
-        self._scheduler = Scheduler()
-        self._scheduler.start()
+        self._timers = TimerThread()
+        self._timers.start()
         try:
             self._assemble(state)
         except BaseException:
@@ -101,10 +102,10 @@ class DevCloud:
 
     def _assemble(self, state: Path) -> None:
         config = self.config
-        self.backend = CloudBackend(config, self._scheduler,
+        self.backend = CloudBackend(config, self._timers,
                                     random.Random(config.seed))
         self._truth = TruthLog(state / "truth.jsonl")
-        self.metadata = MetadataService(self.backend, self._scheduler,
+        self.metadata = MetadataService(self.backend, self._timers,
                                         config.hang_limit)
         self.guests = GuestManager(self.backend, state / "guests",
                                    self.metadata.url, config.ssh_user)
@@ -113,7 +114,7 @@ class DevCloud:
                               config.ssh_user)
         self.engine = MigrationEngine(self.backend, self.profile, config.seed,
                                       self.guests, self._truth)
-        self.backend.migrator = self.engine
+        self.backend.live_migration.migrator = self.engine
         # metadata first: a guest's environment needs its endpoint's URL
         self.backend.listeners = [self.metadata, self.guests, self.ssh]
         self._request_log = RequestLog(state / "requests.log")
@@ -142,9 +143,9 @@ class DevCloud:
             (self.state_dir / "leftovers.json").write_text(json.dumps(leftovers, indent=2))
         if self.metadata is not None:
             self.metadata.stop()
-        if self._scheduler is not None:
-            self._scheduler.stop()
-            self._scheduler = None
+        if self._timers is not None:
+            self._timers.stop()
+            self._timers = None
         if self._request_log is not None:
             self._request_log.close()
             self._request_log = None

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from rally_metadata_plugin.devcloud.models import CloudBackend, Server
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.compute import Server
 
 LOG = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class Guest:
 class GuestManager:
     """Creates guests for ACTIVE servers, kills them with their server.
 
-    Implements :class:`~.models.CloudListener` and the migration engine's
+    Implements :class:`~.model.backend.CloudListener` and the migration engine's
     :class:`~.migration.Freezer`.
 
     :param metadata_url: gives the (stable) metadata endpoint of a server.
@@ -202,7 +203,7 @@ class GuestManager:
             guest = self._guests.get(server_id)
             if guest is not None:
                 return guest
-            server = self._backend.find_server(server_id)
+            server = self._backend.compute.find_server(server_id)
             if server is None or server.status == "BUILD":
                 return None
             guest = Guest(server, self._root, self._metadata_url(server.id),

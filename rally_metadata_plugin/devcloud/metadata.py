@@ -8,7 +8,7 @@ path. Direct requests (``GET /latest/...``) are served the same.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
-:meth:`~.models.CloudBackend.metadata_view`):
+:meth:`~.model.live_migration.LiveMigrationBackend.metadata_view`):
 
 * ``refused``: the endpoint's listening socket is closed for the outage, so
   connects fail with ECONNREFUSED; it is reopened on the same port after.
@@ -31,12 +31,13 @@ from typing import Iterable
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.wrappers import Request, Response
 
-from rally_metadata_plugin.devcloud import clock
-from rally_metadata_plugin.devcloud.models import (CloudBackend,
-                                                   InstanceIdentity, Outage,
-                                                   Server)
+from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.compute import Server
+from rally_metadata_plugin.devcloud.model.live_migration import (
+    InstanceIdentity, Outage)
 from rally_metadata_plugin.devcloud import serving
-from rally_metadata_plugin.devcloud.scheduler import Scheduler
+from rally_metadata_plugin.devcloud.timers import TimerThread
 
 LOG = logging.getLogger(__name__)
 
@@ -211,8 +212,8 @@ class MetadataEndpoint:
 
     def reconcile(self) -> None:
         """Listen unless deleted or inside a ``refused`` outage."""
-        refused = self._service.backend.refused_at(self.server_id,
-                                                   clock.now())
+        refused = self._service.backend.live_migration.refused_at(self.server_id,
+                                                   boottime.now())
         with self._lock:
             if self.closed_for_good.is_set() or refused:
                 self._close()
@@ -255,9 +256,9 @@ class MetadataEndpoint:
 
 
 class MetadataService:
-    """All metadata endpoints; implements :class:`~.models.CloudListener`."""
+    """All metadata endpoints; implements :class:`~.model.backend.CloudListener`."""
 
-    def __init__(self, backend: CloudBackend, scheduler: Scheduler,
+    def __init__(self, backend: CloudBackend, scheduler: TimerThread,
                  hang_limit: float = 30.0) -> None:
         self.backend = backend
         self._scheduler = scheduler
@@ -309,7 +310,7 @@ class MetadataService:
 
     def wsgi_app(self, endpoint: MetadataEndpoint):
         def app(environ, start_response):
-            arrival = clock.now()
+            arrival = boottime.now()
             request = Request(environ)
             response = self._answer(endpoint, request, arrival)
             if response is None:
@@ -321,7 +322,7 @@ class MetadataService:
     def _answer(self, endpoint: MetadataEndpoint, request: Request,
                 arrival: float) -> Response | None:
         """The response, or None to drop the connection unanswered."""
-        view = self.backend.metadata_view(endpoint.server_id, arrival)
+        view = self.backend.live_migration.metadata_view(endpoint.server_id, arrival)
         if view is None:
             return None
         identity = view.identity
@@ -355,8 +356,8 @@ class MetadataService:
         """Hold the connection until the client leaves, the endpoint goes
         or ``hang_limit`` passes."""
         sock: socket.socket | None = environ.get("werkzeug.socket")
-        deadline = clock.now() + self.hang_limit
-        while sock is not None and clock.now() < deadline:
+        deadline = boottime.now() + self.hang_limit
+        while sock is not None and boottime.now() < deadline:
             if endpoint.closed_for_good.is_set():
                 return
             try:

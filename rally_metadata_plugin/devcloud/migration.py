@@ -25,9 +25,10 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from rally_metadata_plugin.devcloud import clock
-from rally_metadata_plugin.devcloud.models import CloudBackend, Migration
-from rally_metadata_plugin.devcloud.models import Server
+from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.compute import Server
+from rally_metadata_plugin.devcloud.model.live_migration import Migration
 from rally_metadata_plugin.devcloud.profiles import MigrationPlan, Profile
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class TruthLog:
 
 
 class MigrationEngine:
-    """The :class:`~.models.Migrator` of the devcloud.
+    """The :class:`~.model.live_migration.Migrator` of the devcloud.
 
     Random draws come from a generator seeded with ``(seed, server creation
     order, migration index)``, so a run is reproducible per server even
@@ -103,7 +104,7 @@ class MigrationEngine:
         return rng.choice(sorted(candidates))
 
     def start(self, migration: Migration) -> None:
-        server = self._backend.find_server(migration.server_id)
+        server = self._backend.compute.find_server(migration.server_id)
         if server is None:
             return
         plan = self._profile.draw(self._rng(server, migration.index, "plan"))
@@ -137,7 +138,7 @@ class MigrationEngine:
     def _sleep_until(self, deadline: float) -> bool:
         """Sleep until ``deadline``; False if stopped meanwhile."""
         while not self._stopped.is_set():
-            remaining = deadline - clock.now()
+            remaining = deadline - boottime.now()
             if remaining <= 0:
                 return True
             self._stopped.wait(min(remaining, 0.5))
@@ -150,12 +151,12 @@ class MigrationEngine:
                 record["status"] = "aborted"
                 return
             if plan.error is not None:
-                failed = self._backend.fail_migration(
+                failed = self._backend.live_migration.fail_migration(
                     migration, plan.error.message, plan.error.code)
                 record.update(status="error" if failed else "aborted",
                               fault={"message": plan.error.message,
                                      "code": plan.error.code},
-                              completed_at=clock.now())
+                              completed_at=boottime.now())
                 return
             self._switch_over(migration, plan, record)
         except Exception:
@@ -167,23 +168,23 @@ class MigrationEngine:
     def _switch_over(self, migration: Migration, plan: MigrationPlan,
                      record: dict) -> None:
         server_id = migration.server_id
-        record["pause_start"] = clock.now()
+        record["pause_start"] = boottime.now()
         try:
             self._freezer.freeze(server_id)
-            if not self._sleep_until(clock.now() + plan.pause):
+            if not self._sleep_until(boottime.now() + plan.pause):
                 record["status"] = "aborted"
                 return
-            outage = self._backend.switch_over(migration, plan.outage)
+            outage = self._backend.live_migration.switch_over(migration, plan.outage)
         finally:
             self._freezer.thaw(server_id)
-            record["pause_end"] = clock.now()
+            record["pause_end"] = boottime.now()
         if migration.status == "aborted":
             record["status"] = "aborted"
             return
         if outage is not None:
             record.update(outage_start=outage.start, outage_end=outage.end,
                           kind=outage.kind)
-        if self._backend.complete_migration(migration):
-            record.update(status="completed", completed_at=clock.now())
+        if self._backend.live_migration.complete_migration(migration):
+            record.update(status="completed", completed_at=boottime.now())
         else:
             record["status"] = "aborted"

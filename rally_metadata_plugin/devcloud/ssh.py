@@ -22,7 +22,8 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_FAILURE, MSG_CHANNEL_SUCCESS
 
 from rally_metadata_plugin.devcloud.guests import GuestManager
-from rally_metadata_plugin.devcloud.models import CloudBackend, Server
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.compute import Server
 
 LOG = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class _Listener:
 class SshGateway:
     """Keeps one SSH listener per (server, floating IP) as the model says.
 
-    Implements :class:`~.models.CloudListener`.
+    Implements :class:`~.model.backend.CloudListener`.
     """
 
     def __init__(self, backend: CloudBackend, guests: GuestManager,
@@ -203,12 +204,12 @@ class SshGateway:
     def _authorized_key(self, server: Server) -> bytes | None:
         """The keypair's public key as the guest saw it at first boot (the
         keypair may be deleted later; authorized_keys stays)."""
-        for public in self._backend.identity(server).public_keys.values():
+        for public in self._backend.compute.public_keys(server).values():
             return base64.b64decode(public.split()[1])
         return None
 
     def _reconcile(self, server: Server) -> None:
-        wanted = (set(self._backend.server_floating_ips(server.id))
+        wanted = (set(self._backend.l3.server_floating_ips(server.id))
                   if server.status != "BUILD" else set())
         with self._lock:
             current = self._listeners.setdefault(server.id, {})

@@ -7,7 +7,8 @@ import pytest
 from glanceclient import exc as glance_exc
 
 from devcloud_helpers import clients
-from rally_metadata_plugin.devcloud.models import Image, new_id
+from rally_metadata_plugin.devcloud.model.common import new_id
+from rally_metadata_plugin.devcloud.model.compute import Image
 
 
 def test_cirros_is_small_enough_for_the_tiny_flavor(devcloud):

@@ -21,7 +21,8 @@ from rally_metadata_plugin.devcloud.api import urls
 from rally_metadata_plugin.devcloud.api.base import (Call, RequestLog,
                                                      error_response)
 from rally_metadata_plugin.devcloud import serving
-from rally_metadata_plugin.devcloud.models import Caller, CloudBackend
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.identity import Caller
 
 LOG = logging.getLogger(__name__)
 
@@ -71,12 +72,12 @@ class ApiApp:
             service = endpoint.service
             token_id = call.request.headers.get("X-Auth-Token")
             if not endpoint.public:
-                call.token = self.backend.validate_token(token_id)
+                call.token = self.backend.identity.validate_token(token_id)
                 Caller.of(call.token)    # APIs need a project-scoped token
             elif token_id:
                 # discovery works with or without a (valid) token
                 try:
-                    call.token = self.backend.validate_token(token_id)
+                    call.token = self.backend.identity.validate_token(token_id)
                 except exc.Unauthorized:
                     pass
             service.prepare(call)

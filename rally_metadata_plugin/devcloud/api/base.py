@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 from werkzeug.wrappers import Request, Response
 
-from rally_metadata_plugin.devcloud import clock
+from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud import exceptions as exc
-from rally_metadata_plugin.devcloud.models import Caller, CloudBackend, Token
+from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.identity import Caller, Token
 
 
 @dataclasses.dataclass
@@ -31,8 +32,7 @@ class Call:
     @property
     def caller(self) -> Caller:
         if self.token is None:
-            raise exc.Unauthorized("The request you have made requires "
-                                   "authentication.")
+            raise exc.AuthenticationRequired()
         return Caller.of(self.token)
 
     def json(self, error: type[exc.ApiError]) -> dict:
@@ -105,7 +105,7 @@ class RequestLog:
               project: str = "-") -> None:
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="milliseconds")
-        line = (f"{stamp} boottime={clock.now():.3f} {method} {path} "
+        line = (f"{stamp} boottime={boottime.now():.3f} {method} {path} "
                 f"{status} {ms:.1f}ms project={project}\n")
         with self._lock:
             if not self._file.closed:

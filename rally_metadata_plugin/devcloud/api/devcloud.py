@@ -30,7 +30,7 @@ def info(call: Call):
     config = call.backend.config
     return json_response({
         "profile": call.extras["profile"], "seed": config.seed,
-        "hypervisors": [h.name for h in call.backend.hosts],
+        "hypervisors": [h.name for h in call.backend.compute.list_hosts()],
         "ssh_port": config.ssh_port, "ssh_user": config.ssh_user,
         "floating_cidr": config.floating_cidr})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api.base import (Call, Service,
                                                      json_response)
-from rally_metadata_plugin.devcloud.models import Image
+from rally_metadata_plugin.devcloud.model.compute import Image
 
 SERVICE = Service(
     name="glance", prefix="/image",
@@ -64,7 +64,7 @@ def list_images(call: Call):
         limit = min(int(args.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
     except ValueError:
         raise exc.GlanceBadRequest("limit param must be an integer")
-    images = call.backend.list_images()
+    images = call.backend.compute.list_images()
     for field in FILTERS:
         if field in args:
             images = [i for i in images if str(getattr(i, field)) ==
@@ -86,7 +86,8 @@ def list_images(call: Call):
 
 def get_image(call: Call, image_id: str):
     # glance v2 returns the image unwrapped
-    return json_response(image_view(call.backend.get_image(image_id)))
+    return json_response(image_view(
+        call.backend.compute.get_image(image_id)))
 
 
 def image_schema(call: Call):

@@ -15,12 +15,10 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api.base import (Call, Service,
                                                      empty_response,
                                                      json_response)
-from rally_metadata_plugin.devcloud.models import (DEFAULT_DOMAIN_ID,
-                                                   DEFAULT_DOMAIN_NAME, Token)
+from rally_metadata_plugin.devcloud.model.identity import (
+    DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME, Token)
 
 API_VERSION = "v3.14"
-
-
 
 SERVICE = Service(
     name="keystone", prefix="/identity",
@@ -71,12 +69,12 @@ def issue_token(call: Call) -> object:
     if "password" in methods:
         user = (identity.get("password") or {}).get("user") or {}
         _check_domain(user)
-        token = call.backend.authenticate(
+        token = call.backend.identity.authenticate(
             user_name=user.get("name"), user_id=user.get("id"),
             password=user.get("password", ""),
             project_name=project.get("name"), project_id=project.get("id"))
     elif "token" in methods:
-        token = call.backend.rescope(
+        token = call.backend.identity.rescope(
             (identity.get("token") or {}).get("id", ""),
             project.get("name"), project.get("id"))
     else:
@@ -112,24 +110,21 @@ def token_body(call: Call, token: Token, methods: list[str]) -> dict:
 def validate_token(call: Call) -> object:
     subject = call.request.headers.get("X-Subject-Token", "")
     try:
-        token = call.backend.validate_token(subject)
+        token = call.backend.identity.validate_token(subject)
     except exc.Unauthorized:
-        raise exc.KeystoneNotFound(f"Could not find token: {subject}.")
+        raise exc.TokenNotFound(subject)
     return json_response(token_body(call, token, ["password"]),
                          headers={"X-Subject-Token": token.id})
 
 
 def revoke_token(call: Call) -> object:
-    call.backend.revoke_token(call.request.headers.get("X-Subject-Token", ""))
+    call.backend.identity.revoke_token(
+        call.request.headers.get("X-Subject-Token", ""))
     return empty_response()
 
 
 def get_project(call: Call, project_id: str) -> object:
-    caller = call.caller
-    project = call.backend.projects.get(project_id)
-    if project is None or not (caller.is_admin or
-                               caller.project_id == project_id):
-        raise exc.KeystoneNotFound(f"Could not find project: {project_id}.")
+    project = call.backend.identity.get_project(call.caller, project_id)
     return json_response({"project": {
         "id": project.id, "name": project.name,
         "domain_id": project.domain_id, "enabled": True,
@@ -137,10 +132,7 @@ def get_project(call: Call, project_id: str) -> object:
 
 
 def get_user(call: Call, user_id: str) -> object:
-    caller = call.caller
-    user = call.backend.users.get(user_id)
-    if user is None or not (caller.is_admin or caller.user_id == user_id):
-        raise exc.KeystoneNotFound(f"Could not find user: {user_id}.")
+    user = call.backend.identity.get_user(call.caller, user_id)
     return json_response({"user": {
         "id": user.id, "name": user.name, "domain_id": user.domain_id,
         "enabled": True, "default_project_id": user.project_id}})

@@ -9,15 +9,20 @@ novaclient can tell the difference (keypair generation up to 2.91,
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import ipaddress
 import re
 
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api.base import (Call, Service,
                                                      empty_response,
                                                      json_response)
-from rally_metadata_plugin.devcloud.models import (AVAILABILITY_ZONE, Flavor,
-                                                   Keypair, Server,
-                                                   ServerGroup)
+from rally_metadata_plugin.devcloud.model.compute import (AVAILABILITY_ZONE,
+                                                          Flavor, Keypair,
+                                                          Server, ServerGroup)
+from rally_metadata_plugin.devcloud.model.server_ports import (
+    NetworkRequest, ServerAddress)
 
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 96)
@@ -99,7 +104,7 @@ def _unexpected(extra: set[str]) -> exc.NovaBadRequest:
                               f"not allowed ({listed} was unexpected)")
 
 
-# -- versions -----------------------------------------------------------------------
+# -- versions -----------------------------------------------------------------
 
 def _version_doc(call: Call) -> dict:
     return {"id": "v2.1", "status": "CURRENT", "version": _fmt(MAX_VERSION),
@@ -117,7 +122,7 @@ def version_v21(call: Call):
     return json_response({"version": _version_doc(call)})
 
 
-# -- flavors ------------------------------------------------------------------------
+# -- flavors ------------------------------------------------------------------
 
 def _flavor_view(call: Call, flavor: Flavor, detail: bool = True) -> dict:
     view = {"id": flavor.id, "name": flavor.name,
@@ -137,9 +142,9 @@ def _flavor_view(call: Call, flavor: Flavor, detail: bool = True) -> dict:
 
 
 def list_flavors(call: Call, detail: bool = False):
-    flavors = sorted(call.backend.flavors.values(), key=lambda f: f.ram)
-    return json_response({"flavors": [_flavor_view(call, f, detail)
-                                      for f in flavors]})
+    return json_response({"flavors": [
+        _flavor_view(call, f, detail)
+        for f in call.backend.compute.list_flavors()]})
 
 
 def list_flavors_detail(call: Call):
@@ -148,10 +153,10 @@ def list_flavors_detail(call: Call):
 
 def get_flavor(call: Call, flavor_id: str):
     return json_response({"flavor": _flavor_view(
-        call, call.backend.get_flavor(flavor_id))})
+        call, call.backend.compute.get_flavor(flavor_id))})
 
 
-# -- keypairs -----------------------------------------------------------------------
+# -- keypairs -----------------------------------------------------------------
 
 def _keypair_view(call: Call, keypair: Keypair, full: bool = False) -> dict:
     view = {"name": keypair.name, "public_key": keypair.public_key,
@@ -168,7 +173,7 @@ def _keypair_view(call: Call, keypair: Keypair, full: bool = False) -> dict:
 def list_keypairs(call: Call):
     return json_response({"keypairs": [
         {"keypair": _keypair_view(call, k)}
-        for k in call.backend.list_keypairs(call.caller)]})
+        for k in call.backend.compute.list_keypairs(call.caller)]})
 
 
 def create_keypair(call: Call):
@@ -195,7 +200,7 @@ def create_keypair(call: Call):
     if key_type not in ("ssh", "x509"):
         raise exc.NovaBadRequest(f"Invalid input for field/attribute type. "
                                  f"Value: {key_type}.")
-    keypair, private = call.backend.create_keypair(
+    keypair, private = call.backend.compute.create_keypair(
         call.caller, body["name"], public_key, key_type)
     view = _keypair_view(call, keypair)
     view["user_id"] = keypair.user_id
@@ -207,15 +212,29 @@ def create_keypair(call: Call):
 
 def get_keypair(call: Call, name: str):
     return json_response({"keypair": _keypair_view(
-        call, call.backend.get_keypair(call.caller, name), full=True)})
+        call, call.backend.compute.get_keypair(call.caller, name),
+        full=True)})
 
 
 def delete_keypair(call: Call, name: str):
-    call.backend.delete_keypair(call.caller, name)
+    call.backend.compute.delete_keypair(call.caller, name)
     return empty_response(204 if call.mv_at_least(2, 2) else 202)
 
 
-# -- servers ------------------------------------------------------------------------
+# -- servers ------------------------------------------------------------------
+
+def _host_id(server: Server) -> str:
+    """Nova's ``hostId``: opaque, per project and host."""
+    return hashlib.sha224(
+        (server.project_id + server.host).encode()).hexdigest()
+
+
+def _address_view(address: ServerAddress) -> dict:
+    return {"addr": address.address,
+            "version": ipaddress.ip_address(address.address).version,
+            "OS-EXT-IPS:type": address.kind,
+            "OS-EXT-IPS-MAC:mac_addr": address.mac_address}
+
 
 def server_view(call: Call, server: Server, detail: bool = True) -> dict:
     view = {"id": server.id, "name": server.name,
@@ -223,7 +242,7 @@ def server_view(call: Call, server: Server, detail: bool = True) -> dict:
     if not detail:
         return view
     backend = call.backend
-    flavor = backend.flavors.get(server.flavor_id)
+    flavor = backend.compute.find_flavor(server.flavor_id)
     if call.mv_at_least(2, 47) and flavor is not None:
         flavor_view = {"original_name": flavor.name, "vcpus": flavor.vcpus,
                        "ram": flavor.ram, "disk": flavor.disk,
@@ -237,11 +256,14 @@ def server_view(call: Call, server: Server, detail: bool = True) -> dict:
         "user_id": server.user_id,
         "created": server.created_at,
         "updated": server.updated_at,
-        "hostId": backend.host_id(server),
+        "hostId": _host_id(server),
         "image": {"id": server.image_id,
                   "links": _links(call, "images", server.image_id)},
         "flavor": flavor_view,
-        "addresses": backend.server_addresses(server),
+        "addresses": {
+            network: [_address_view(a) for a in addresses]
+            for network, addresses in
+            backend.server_ports.addresses(server.id).items()},
         "key_name": server.key_name,
         "metadata": server.metadata,
         "accessIPv4": "", "accessIPv6": "", "progress": 0,
@@ -273,7 +295,7 @@ def server_view(call: Call, server: Server, detail: bool = True) -> dict:
                 "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
                 "OS-EXT-SRV-ATTR:user_data": None})
     if server.status == "ERROR" and server.fault:
-        view["fault"] = dict(server.fault)
+        view["fault"] = dataclasses.asdict(server.fault)
     if call.mv_at_least(2, 9):
         view["locked"] = False
     if call.mv_at_least(2, 19):
@@ -305,7 +327,7 @@ def list_servers(call: Call, detail: bool = False):
     all_tenants = args.get("all_tenants", "0").lower() not in ("0", "false",
                                                                "no", "off")
     limit = _int_arg(call, "limit")
-    servers = call.backend.list_servers(
+    servers = call.backend.compute.list_servers(
         call.caller, all_tenants=all_tenants, marker=args.get("marker"),
         limit=limit, name=args.get("name"), status=args.get("status"))
     body = {"servers": [server_view(call, s, detail) for s in servers]}
@@ -324,7 +346,7 @@ def list_servers_detail(call: Call):
 
 def get_server(call: Call, server_id: str):
     return json_response({"server": server_view(
-        call, call.backend.get_server(call.caller, server_id))})
+        call, call.backend.compute.get_server(call.caller, server_id))})
 
 
 def _ref(value) -> str:
@@ -359,6 +381,10 @@ def create_server(call: Call):
                                                   or item.get("port")):
                 raise exc.NovaBadRequest("Invalid input for field/attribute "
                                          "networks: uuid or port required")
+        networks = [NetworkRequest(network_id=item.get("uuid"),
+                                   port_id=item.get("port"),
+                                   fixed_ip=item.get("fixed_ip"))
+                    for item in networks]
     else:
         raise exc.NovaBadRequest("Invalid input for field/attribute networks.")
     groups = [g.get("name") if isinstance(g, dict) else str(g)
@@ -370,7 +396,7 @@ def create_server(call: Call):
         raise exc.NovaBadRequest("min_count and max_count must be integers")
     if not 1 <= min_count <= max_count:
         raise exc.NovaBadRequest("min_count must be <= max_count")
-    servers = call.backend.create_server(
+    servers = call.backend.compute.create_server(
         call.caller, name=str(body["name"]), image_id=_ref(body["imageRef"]),
         flavor_id=_ref(body["flavorRef"]), key_name=body.get("key_name"),
         networks=networks, security_groups=groups, count=max_count,
@@ -384,7 +410,7 @@ def create_server(call: Call):
 
 
 def delete_server(call: Call, server_id: str):
-    call.backend.delete_server(call.caller, server_id)
+    call.backend.compute.delete_server(call.caller, server_id)
     return empty_response(204)
 
 
@@ -392,10 +418,12 @@ def server_action(call: Call, server_id: str):
     body = call.json(exc.NovaBadRequest)
     if "os-migrateLive" in body:
         host = _parse_migrate_live(call, body["os-migrateLive"])
-        call.backend.live_migrate(call.caller, server_id, host)
+        call.backend.live_migration.live_migrate(call.caller, server_id,
+                                                host)
         return empty_response(202)
     if "os-getConsoleOutput" in body:
-        output = call.backend.console_output(call.caller, server_id)
+        output = call.backend.compute.console_output(call.caller,
+                                                    server_id)
         return json_response({"output": output})
     action = next(iter(body), "")
     raise exc.NovaBadRequest(f"There is no such action: {action}")
@@ -437,14 +465,14 @@ def _parse_migrate_live(call: Call, args) -> str | None:
     return host
 
 
-# -- hypervisors, server groups, availability zones ----------------------------------
+# -- hypervisors, server groups, availability zones ---------------------------
 
 def list_hypervisors(call: Call, detail: bool = False):
     if not call.caller.is_admin:
         raise exc.NovaForbidden("Policy doesn't allow os_compute_api:"
                                 "os-hypervisors:list to be performed.")
     views = []
-    for host in call.backend.hosts:
+    for host in call.backend.compute.list_hosts():
         uuids = call.mv_at_least(2, 53)
         view = {"id": host.uuid if uuids else host.int_id,
                 "hypervisor_hostname": host.name,
@@ -462,7 +490,7 @@ def list_hypervisors(call: Call, detail: bool = False):
                     "vcpus_used": 0, "memory_mb_used": 512,
                     "local_gb_used": 0, "free_ram_mb": 15872,
                     "free_disk_gb": 100, "current_workload": 0,
-                    "running_vms": call.backend.running_vms(host),
+                    "running_vms": call.backend.compute.running_vms(host),
                     "disk_available_least": 100, "cpu_info": "{}"})
         views.append(view)
     return json_response({"hypervisors": views})
@@ -489,7 +517,7 @@ def _group_view(call: Call, group: ServerGroup) -> dict:
 def list_server_groups(call: Call):
     return json_response({"server_groups": [
         _group_view(call, g)
-        for g in call.backend.list_server_groups(call.caller)]})
+        for g in call.backend.compute.list_server_groups(call.caller)]})
 
 
 def create_server_group(call: Call):
@@ -502,18 +530,18 @@ def create_server_group(call: Call):
                                            "soft-affinity",
                                            "soft-anti-affinity"):
         raise exc.NovaBadRequest("Invalid server group policy")
-    group = call.backend.create_server_group(call.caller, body["name"],
-                                             policies)
+    group = call.backend.compute.create_server_group(
+        call.caller, body["name"], policies)
     return json_response({"server_group": _group_view(call, group)})
 
 
 def get_server_group(call: Call, group_id: str):
     return json_response({"server_group": _group_view(
-        call, call.backend.get_server_group(call.caller, group_id))})
+        call, call.backend.compute.get_server_group(call.caller, group_id))})
 
 
 def delete_server_group(call: Call, group_id: str):
-    call.backend.delete_server_group(call.caller, group_id)
+    call.backend.compute.delete_server_group(call.caller, group_id)
     return empty_response(204)
 
 

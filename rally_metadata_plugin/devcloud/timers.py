@@ -2,7 +2,8 @@
 
 BUILD->ACTIVE transitions and the opening/closing of metadata listeners are
 tiny callbacks due at a precise time; one thread with a heap serves them all
-instead of one ``threading.Timer`` thread per event.
+instead of one ``threading.Timer`` thread per event. (It schedules
+callbacks, not servers: nova's placement is in :mod:`.model.compute`.)
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import logging
 import threading
 from typing import Callable
 
-from rally_metadata_plugin.devcloud import clock
+from rally_metadata_plugin.devcloud import boottime
 
 LOG = logging.getLogger(__name__)
 
 
-class Scheduler:
+class TimerThread:
     """Runs callbacks at given ``CLOCK_BOOTTIME`` instants on one thread.
 
     Callbacks must be short: a slow callback delays every later one.
@@ -30,7 +31,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(
-            target=self._run, name="devcloud-scheduler", daemon=True)
+            target=self._run, name="devcloud-timers", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -44,20 +45,20 @@ class Scheduler:
             self._thread.join(timeout=5)
 
     def call_at(self, when: float, func: Callable[[], None]) -> None:
-        """Run ``func`` once ``clock.now() >= when``."""
+        """Run ``func`` once ``boottime.now() >= when``."""
         with self._cond:
             heapq.heappush(self._heap, (when, next(self._counter), func))
             self._cond.notify_all()
 
     def call_later(self, delay: float, func: Callable[[], None]) -> None:
-        self.call_at(clock.now() + delay, func)
+        self.call_at(boottime.now() + delay, func)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
                     if self._heap:
-                        wait = self._heap[0][0] - clock.now()
+                        wait = self._heap[0][0] - boottime.now()
                         if wait <= 0:
                             break
                         self._cond.wait(timeout=min(wait, 0.5))
@@ -69,4 +70,4 @@ class Scheduler:
             try:
                 func()
             except Exception:  # a broken callback must not stop the clock
-                LOG.exception("scheduled callback failed")
+                LOG.exception("timer callback failed")

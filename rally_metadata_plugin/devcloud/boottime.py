@@ -1,6 +1,6 @@
-"""The one clock of the devcloud.
+"""The devcloud's time source: ``CLOCK_BOOTTIME``.
 
-Every timestamp the devcloud records (ground truth, outage windows, request
+Every instant the devcloud records (ground truth, outage windows, request
 arrival) is taken on ``CLOCK_BOOTTIME`` because that is the clock a guest
 reads from ``/proc/uptime``: an in-guest meter and the ground truth can then
 be compared without any offset estimation.
