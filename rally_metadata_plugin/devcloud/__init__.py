@@ -12,7 +12,7 @@ loopback. The tree:
   raise, each in its service's wire format;
 * adapters that follow the model: :mod:`.guests` (a server's processes),
   :mod:`.ssh` (its sshd) and :mod:`.metadata` (its metadata service);
-* :mod:`.migration`: the live-migration engine, driven by a fault profile
+* :mod:`.migration_engine`: the live-migration engine, driven by a fault profile
   (:mod:`.profiles`), and the ground truth it records;
 * :mod:`.timers` (one timer thread), :mod:`.boottime` (the clock every
   instant is taken on), :mod:`.serving`, :mod:`.keys`;

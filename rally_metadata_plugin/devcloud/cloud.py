@@ -29,7 +29,7 @@ from rally_metadata_plugin.devcloud.api.base import RequestLog
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
 from rally_metadata_plugin.devcloud.guests import GuestManager, all_tagged_processes
 from rally_metadata_plugin.devcloud.metadata import MetadataService
-from rally_metadata_plugin.devcloud.migration import MigrationEngine, TruthLog
+from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.ssh import SshGateway
 from rally_metadata_plugin.devcloud.timers import TimerThread
@@ -114,7 +114,7 @@ class DevCloud:
                               config.ssh_user)
         self.engine = MigrationEngine(self.backend, self.profile, config.seed,
                                       self.guests, self._truth)
-        self.backend.live_migration.migrator = self.engine
+        self.backend.migrations.migrator = self.engine
         # metadata first: a guest's environment needs its endpoint's URL
         self.backend.listeners = [self.metadata, self.guests, self.ssh]
         self._request_log = RequestLog(state / "requests.log")

@@ -8,7 +8,7 @@ path. Direct requests (``GET /latest/...``) are served the same.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
-:meth:`~.model.live_migration.LiveMigrationBackend.metadata_view`):
+:meth:`~.model.migrations.LiveMigrationBackend.metadata_view`):
 
 * ``refused``: the endpoint's listening socket is closed for the outage, so
   connects fail with ECONNREFUSED; it is reopened on the same port after.
@@ -34,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
-from rally_metadata_plugin.devcloud.model.live_migration import (
+from rally_metadata_plugin.devcloud.model.migrations import (
     InstanceIdentity, Outage)
 from rally_metadata_plugin.devcloud import serving
 from rally_metadata_plugin.devcloud.timers import TimerThread
@@ -212,7 +212,7 @@ class MetadataEndpoint:
 
     def reconcile(self) -> None:
         """Listen unless deleted or inside a ``refused`` outage."""
-        refused = self._service.backend.live_migration.refused_at(self.server_id,
+        refused = self._service.backend.migrations.refused_at(self.server_id,
                                                    boottime.now())
         with self._lock:
             if self.closed_for_good.is_set() or refused:
@@ -322,7 +322,7 @@ class MetadataService:
     def _answer(self, endpoint: MetadataEndpoint, request: Request,
                 arrival: float) -> Response | None:
         """The response, or None to drop the connection unanswered."""
-        view = self.backend.live_migration.metadata_view(endpoint.server_id, arrival)
+        view = self.backend.migrations.metadata_view(endpoint.server_id, arrival)
         if view is None:
             return None
         identity = view.identity

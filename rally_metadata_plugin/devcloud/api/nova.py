@@ -418,7 +418,7 @@ def server_action(call: Call, server_id: str):
     body = call.json(exc.NovaBadRequest)
     if "os-migrateLive" in body:
         host = _parse_migrate_live(call, body["os-migrateLive"])
-        call.backend.live_migration.live_migrate(call.caller, server_id,
+        call.backend.migrations.live_migrate(call.caller, server_id,
                                                 host)
         return empty_response(202)
     if "os-getConsoleOutput" in body:

@@ -8,7 +8,7 @@ lock and the change notification:
   :class:`~.identity.Caller` of a request);
 * :mod:`.compute`: nova's hosts, flavors, images, keypairs, servers and
   server groups;
-* :mod:`.live_migration`: migrations, and the metadata (identity, outages)
+* :mod:`.migrations`: migrations, and the metadata (identity, outages)
   served to a server while it moves;
 * :mod:`.network`: neutron's networks, subnets and ports;
 * :mod:`.server_ports`: the ports of servers, what compute asks of the

@@ -6,7 +6,7 @@ ids), the timer thread, one re-entrant lock, and change notification to the
 adapters that follow the model (guests, SSH, metadata service), which
 implement :class:`CloudListener`. Handlers and adapters call the parts
 directly: ``backend.compute.create_server(...)``,
-``backend.live_migration.metadata_view(...)``.
+``backend.migrations.metadata_view(...)``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rally_metadata_plugin.devcloud.model.compute import (ComputeBackend,
 from rally_metadata_plugin.devcloud.model.identity import IdentityBackend
 from rally_metadata_plugin.devcloud.model.l3 import (FloatingIP, L3Backend,
                                                      Router)
-from rally_metadata_plugin.devcloud.model.live_migration import (
+from rally_metadata_plugin.devcloud.model.migrations import (
     LiveMigrationBackend, Outage)
 from rally_metadata_plugin.devcloud.model.network import (Network,
                                                           NetworkBackend,
@@ -77,7 +77,7 @@ class CloudBackend:
         self.server_ports = ServerPorts(self)
         self.l3 = L3Backend(self)
         self.security = SecurityGroupBackend(self)
-        self.live_migration = LiveMigrationBackend(self)
+        self.migrations = LiveMigrationBackend(self)
 
         now = isotime(utcnow())
         self.identity.seed(config.users)

@@ -5,7 +5,7 @@ A server is placed on the least loaded host, boots after
 ``config.boot_seconds`` (BUILD -> ACTIVE, on the cloud's timer thread) and
 gets a ``compute:nova`` port on each requested network (:mod:`.network`).
 Live migration, and what the metadata service tells an instance, are in
-:mod:`.live_migration`.
+:mod:`.migrations`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rally_metadata_plugin.devcloud.model.security_groups import DEFAULT_GROUP
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend
-    from rally_metadata_plugin.devcloud.model.live_migration import Fault
+    from rally_metadata_plugin.devcloud.model.migrations import Fault
     from rally_metadata_plugin.devcloud.model.server_ports import (
         NetworkRequest)
 
@@ -366,7 +366,7 @@ class ComputeBackend:
             for group in self.server_groups.values():
                 if server_id in group.members:
                     group.members.remove(server_id)
-            cloud.live_migration.forget_server(server_id)
+            cloud.migrations.forget_server(server_id)
             cloud.server_deleted(server)
 
     def console_output(self, caller: Caller, server_id: str) -> str:

@@ -28,7 +28,7 @@ from typing import Protocol
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
-from rally_metadata_plugin.devcloud.model.live_migration import Migration
+from rally_metadata_plugin.devcloud.model.migrations import Migration
 from rally_metadata_plugin.devcloud.profiles import MigrationPlan, Profile
 
 LOG = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class TruthLog:
 
 
 class MigrationEngine:
-    """The :class:`~.model.live_migration.Migrator` of the devcloud.
+    """The :class:`~.model.migrations.Migrator` of the devcloud.
 
     Random draws come from a generator seeded with ``(seed, server creation
     order, migration index)``, so a run is reproducible per server even
@@ -151,7 +151,7 @@ class MigrationEngine:
                 record["status"] = "aborted"
                 return
             if plan.error is not None:
-                failed = self._backend.live_migration.fail_migration(
+                failed = self._backend.migrations.fail_migration(
                     migration, plan.error.message, plan.error.code)
                 record.update(status="error" if failed else "aborted",
                               fault={"message": plan.error.message,
@@ -174,7 +174,7 @@ class MigrationEngine:
             if not self._sleep_until(boottime.now() + plan.pause):
                 record["status"] = "aborted"
                 return
-            outage = self._backend.live_migration.switch_over(migration, plan.outage)
+            outage = self._backend.migrations.switch_over(migration, plan.outage)
         finally:
             self._freezer.thaw(server_id)
             record["pause_end"] = boottime.now()
@@ -184,7 +184,7 @@ class MigrationEngine:
         if outage is not None:
             record.update(outage_start=outage.start, outage_end=outage.end,
                           kind=outage.kind)
-        if self._backend.live_migration.complete_migration(migration):
+        if self._backend.migrations.complete_migration(migration):
             record.update(status="completed", completed_at=boottime.now())
         else:
             record["status"] = "aborted"
