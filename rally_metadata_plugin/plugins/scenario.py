@@ -167,8 +167,12 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param nics: networks for the server, e.g. [{"net-id": ID}] or
             [{"net-name": NAME}]; None uses the network context's network
         :param migrations: live migrations per iteration (1-1000)
-        :param block_migration: "auto" (nova decides; below microversion 2.25
-            it means false), true (copy disks) or false (shared storage)
+        :param block_migration: "auto" (nova decides from the instance's
+            disks), true (copy disks: local storage) or false (shared
+            storage or boot from volume). "auto" needs nova microversion
+            2.25: with no version pinned in the environment the migration
+            calls use the highest one nova supports; a pin below 2.25 fails
+            the iteration with what to set
         :param target_hosts: compute hosts to migrate to, used in turn
             (the server's current host skipped); None lets the scheduler choose
         :param metadata_url: URL the guest probes; None means
@@ -204,10 +208,12 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         try:
             migrator = live_migration.LiveMigrator(
                 self.admin_clients("nova"),
+                client_at=lambda version: self.admin_clients("nova", version=version),
                 timeout=CONF.openstack.nova_server_live_migrate_timeout,
                 poll_interval=CONF.openstack.nova_server_live_migrate_poll_interval,
                 prepoll_delay=CONF.openstack.nova_server_live_migrate_prepoll_delay,
             )
+            migrator.negotiate(block_migration)
             migrator.require_hypervisors(conf.min_hypervisors)
             self._boot(state, image, flavor, nics, server_kwargs or {})
             with atomic.ActionTimer(self, ATTACH_IP):

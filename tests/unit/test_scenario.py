@@ -151,7 +151,9 @@ class FakeCloud:
         self.user_nova = mock.Mock()
         self.user_nova.servers.create.side_effect = self._create
         self.admin_nova = mock.Mock(api_version=self.version)
-        self.admin_nova.hypervisors.list.return_value = [mock.Mock()] * hypervisors
+        self.admin_nova.services.list.return_value = [
+            mock.Mock(host=f"cmp-{i}", status="enabled", state="up")
+            for i in range(1, hypervisors + 1)]
         self.admin_nova.servers.get.side_effect = self._admin_get
         self.neutron = mock.Mock()
         self.neutron.create_floatingip.return_value = {"id": "fip-1",
@@ -319,10 +321,40 @@ def test_target_hosts_are_requested_in_turn():
 
 def test_old_microversion_request_form():
     cloud = FakeCloud(version="2.24")
-    _, error = run(cloud, migrations=1)
+    _, error = run(cloud, migrations=1, block_migration=False)
     assert error is None
     assert cloud.live_migrate_kwargs == {"host": None, "block_migration": False,
                                          "disk_over_commit": False}
+
+
+def test_auto_with_a_pin_below_2_25_fails_before_booting():
+    """"auto" used to be sent as false (shared storage) and fail on local disks."""
+    cloud = FakeCloud(version="2.24")
+    _, error = run(cloud, migrations=1)
+    assert isinstance(error, nova.MigrationError)
+    assert "set block_migration to true" in str(error)
+    assert cloud.servers == []
+
+
+def test_unpinned_environment_sends_auto_at_the_negotiated_microversion():
+    cloud = FakeCloud(version="2.0")
+    scenario = make_scenario(cloud)
+
+    def admin_nova(version=None):
+        if version is not None:
+            cloud.admin_nova.api_version = api_versions.APIVersion(version)
+        return cloud.admin_nova
+
+    scenario._admin_clients.nova.side_effect = admin_nova
+    with mock.patch("novaclient.api_versions.discover_version",
+                    return_value=api_versions.APIVersion("2.96")), \
+            mock.patch.object(sc.sshutils, "SSH",
+                              side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)):
+        FakeGuestSSH.instances.clear()
+        scenario.run(image="image-id", flavor="flavor-id", migrations=1, port=2222,
+                     probe_interval=0.05, fast_probe_interval=0.05, recovery_probes=3,
+                     baseline_probes=3, recovery_timeout=1.5)
+    assert cloud.live_migrate_kwargs == {"host": None, "block_migration": "auto"}
 
 
 def test_recovery_timeout_records_an_ongoing_outage_and_fails():
@@ -373,7 +405,8 @@ def inject(step, cloud):
     """Make ``step`` fail; returns (expected exception type, server?, fip?, ssh?, launched?)."""
     boom = RuntimeError("injected failure at " + step)
     if step == "hypervisors":
-        cloud.admin_nova.hypervisors.list.return_value = [mock.Mock()]
+        cloud.admin_nova.services.list.return_value = [
+            mock.Mock(host="cmp-1", status="enabled", state="up")]
         return nova.MigrationError, False, False, False, False
     if step == "boot_create":
         cloud.user_nova.servers.create.side_effect = boom
