@@ -317,7 +317,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 raise
             done = time.monotonic()
         with atomic.ActionTimer(self, WAIT_RECOVERY):
-            recovery = meter.wait_for_recovery(recovery_probes, done, recovery_timeout)
+            try:
+                recovery = meter.wait_for_recovery(recovery_probes, done, recovery_timeout)
+            except Exception as e:
+                # Nova moved the server but recovery was never observed: no measurement.
+                state.observations[-1] = dataclasses.replace(
+                    observation, target_host=target, duration=done - requested,
+                    error="metadata recovery could not be observed: "
+                          + (str(e) or type(e).__name__),
+                    finished_at=before.to_guest(time.monotonic()))
+                raise
             pause = clocklib.estimate_pause(before, recovery.snapshot.clock)
             state.observations[-1] = dataclasses.replace(
                 observation, target_host=target, duration=done - requested,

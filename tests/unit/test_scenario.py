@@ -146,6 +146,8 @@ class FakeCloud:
         self.guest_failures = {}
         self.migration_fault = None
         self.request_error = None
+        self.request_errors = {}  # by request number, 1-based
+        self.requests = 0
         self.host_of_error = None
 
         self.user_nova = mock.Mock()
@@ -191,8 +193,10 @@ class FakeCloud:
 
     def _live_migrate(self, **kwargs):
         self.live_migrate_kwargs = kwargs
-        if self.request_error:
-            raise self.request_error
+        self.requests += 1
+        error = self.request_errors.get(self.requests) or self.request_error
+        if error:
+            raise error
         self.migrations.append(FakeGuestSSH.instances[-1].uptime())
         self.pending = 2
 
@@ -364,6 +368,57 @@ def test_migration_error_state_carries_novas_fault():
     assert figures.migrations[0].status.startswith("failed: ")
     failed = [a for a in scenario.atomic_actions() if a.get("failed")]
     assert [a["name"] for a in failed] == [sc.MIGRATIONS]
+
+
+def sla_verdict(config, output):
+    checker = rally_sla.SLA.get("max_metadata_downtime")(config)
+    passed = checker.add_iteration({"timestamp": 1.0, "output": output, "error": []})
+    return passed, checker.details()
+
+
+def test_rejected_migration_is_failed_in_the_table_and_no_downtime_sample():
+    cloud = FakeCloud(outage=0.3)
+    cloud.request_errors = {2: RuntimeError("No valid host was found")}
+    scenario, error = run(cloud, migrations=2)
+    assert isinstance(error, RuntimeError)
+    figures = report.extract(scenario._output)
+    first, second = figures.migrations
+    assert first.status == report.STATUS_OK and not first.failed
+    assert second.failed and second.status == "failed: No valid host was found"
+    assert figures.measured and [m.index for m in figures.measured_migrations] == [1]
+    per_migration = next(c for c in scenario._output["additive"]
+                         if c["title"] == report.PER_MIGRATION_TITLE)
+    assert [name for name, _ in per_migration["data"]] == [report.ALL_MIGRATIONS,
+                                                           report.migration_row_name(1)]
+    passed, details = sla_verdict(6.0, scenario._output)
+    assert passed and "(worst: iteration 1, migration 1)" in details
+
+
+def test_iteration_whose_only_migration_was_rejected_is_not_measured():
+    cloud = FakeCloud()
+    cloud.request_error = RuntimeError("Compute service of cmp-2 is unavailable")
+    scenario, error = run(cloud, migrations=1)
+    assert isinstance(error, RuntimeError)
+    figures = report.extract(scenario._output)
+    assert not figures.measured
+    (row,) = figures.migrations
+    assert row.status == "failed: Compute service of cmp-2 is unavailable"
+    passed, details = sla_verdict(6.0, scenario._output)
+    assert not passed and "no metadata measurement" in details
+
+
+def test_unobserved_recovery_is_a_failed_migration_not_a_measurement():
+    cloud = FakeCloud()
+    lost = guest.GuestError("SSH to the guest was lost")
+    with mock.patch.object(guest.GuestMeter, "wait_for_recovery", side_effect=lost):
+        scenario, error = run(cloud, migrations=1)
+    assert error is lost
+    figures = report.extract(scenario._output)
+    (row,) = figures.migrations
+    assert row.target_host == "cmp-2"
+    assert row.status == ("failed: metadata recovery could not be observed: SSH to the guest "
+                          "was lost")
+    assert not figures.measured
 
 
 # -- cleanup whatever fails -----------------------------------------------------
