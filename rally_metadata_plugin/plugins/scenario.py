@@ -21,6 +21,7 @@ from rally.task import types
 from rally.task import utils as task_utils
 from rally.utils import sshutils
 from rally_openstack.common import consts
+from rally_openstack.common import validators as openstack_validators
 from rally_openstack.task import scenario
 from rally_openstack.task.scenarios.vm import utils as vm_utils
 
@@ -29,6 +30,7 @@ from rally_metadata_plugin.adapters import live_migration
 from rally_metadata_plugin.core import report
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import clock_mapping as clocklib
+from rally_metadata_plugin.core import networks
 from rally_metadata_plugin.core import scenario_args
 from rally_metadata_plugin.plugins import opts
 
@@ -68,6 +70,35 @@ class MetadataMeterArgsValidator(validation.Validator):
             self.fail("; ".join(problems) + ".")
 
 
+@validation.add("required_platform", platform="openstack", users=True)
+@validation.configure(name="metadata_floating_network", platform="openstack")
+class FloatingNetworkValidator(validation.Validator):
+    """Checks the external network of the floating IP, when the scenario uses one.
+
+    With use_floating_ip true, floating_network (a name or an id) must be an
+    external network each user sees, or, omitted, at least one external
+    network must exist (the scenario takes the first). With use_floating_ip
+    false nothing is checked: clouds with provider networks only pass.
+    """
+
+    @openstack_validators.with_roles_ctx()
+    def validate(self, context, config, plugin_cls, plugin_cfg):
+        args = dict(_run_defaults(plugin_cls))
+        args.update((config or {}).get("args") or {})
+        if not args.get("use_floating_ip"):
+            return
+        users_by_problem: dict[str, list[str]] = {}
+        for user in context["users"]:
+            credential = user["credential"]
+            seen = credential.clients().neutron().list_networks()["networks"]
+            problem = networks.floating_network_problem(seen, args.get("floating_network"))
+            if problem:
+                users_by_problem.setdefault(problem, []).append(str(credential.username))
+        if users_by_problem:
+            self.fail(" ".join(f"{problem} (networks seen by user {', '.join(users)})."
+                               for problem, users in users_by_problem.items()))
+
+
 def _run_defaults(plugin_cls) -> dict[str, t.Any]:
     """The defaults of the scenario's ``run()``: the one place they are written."""
     parameters = inspect.signature(plugin_cls.run).parameters.values()
@@ -91,7 +122,7 @@ class _Iteration:
 
 @validation.add("required_services", services=[consts.Service.NOVA, consts.Service.NEUTRON])
 @validation.add("image_valid_on_flavor", flavor_param="flavor", image_param="image")
-@validation.add("external_network_exists", param_name="floating_network")
+@validation.add("metadata_floating_network")
 @validation.add("metadata_meter_args")
 @validation.add("required_platform", platform="openstack", admin=True, users=True)
 @scenario.configure(
