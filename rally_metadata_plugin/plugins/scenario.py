@@ -110,6 +110,8 @@ class _Iteration:
     """What one iteration created and measured; read by the cleanup and the report."""
 
     server: t.Any = None
+    #: Name of the network the guest is reached on (None: the first suitable one).
+    network: t.Optional[str] = None
     floating_ip: t.Optional[dict] = None
     meter: t.Optional[guest_meter.GuestMeter] = None
     log_text: t.Optional[str] = None
@@ -191,12 +193,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param username: SSH user in the guest
         :param password: SSH password; None uses the keypair context's key
         :param port: SSH port of the guest
-        :param use_floating_ip: attach a floating IP and reach the guest
-            through it; False uses the server's first fixed IP
+        :param use_floating_ip: attach a floating IP to the server's IPv4
+            fixed address on the guest network (the first nics entry, else
+            the network context's) and reach the guest through it; False
+            reaches the guest on its fixed address there of the ip_version
+            family (IPv6 with ip_version 6)
         :param floating_network: external network for the floating IP
             (name or id); None picks the first external network
         :param nics: networks for the server, e.g. [{"net-id": ID}] or
-            [{"net-name": NAME}]; None uses the network context's network
+            [{"net-name": NAME}]; the first one is the guest network (SSH,
+            floating IP); None uses the network context's network
         :param migrations: live migrations per iteration (1-1000)
         :param block_migration: "auto" (nova decides; below microversion 2.25
             it means false), true (copy disks) or false (shared storage)
@@ -205,7 +211,9 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param metadata_url: URL the guest probes; None means
             http://169.254.169.254/openstack/latest/meta_data.json, or its
             IPv6 form http://[fe80::a9fe:a9fe%25IFACE]/... when ip_version is 6
-        :param ip_version: 4 or 6: which metadata address the default URL uses
+        :param ip_version: 4 or 6: which metadata address the default URL
+            uses, and without a floating IP the family of the fixed address
+            Rally reaches the guest on
         :param guest_interface: guest interface scoping the IPv6 link-local
             metadata address (ip_version 6 only)
         :param expect: text a correct answer must contain; None means the
@@ -242,7 +250,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             migrator.require_hypervisors(conf.min_hypervisors)
             self._boot(state, image, flavor, nics, server_kwargs or {})
             with atomic.ActionTimer(self, ATTACH_IP):
-                address = self._guest_address(state, use_floating_ip, floating_network)
+                address = self._guest_address(state, use_floating_ip, floating_network,
+                                              ip_version)
             settings = meter_args.probe_settings(
                 server_id=state.server.id,
                 duration=self._meter_lifetime(migrations, recovery_timeout))
@@ -289,6 +298,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 groups.append(secgroup["name"])
             kwargs["security_groups"] = groups
         nics = [dict(nic) for nic in nics] if nics else self._pick_random_nic()
+        if nics:
+            state.network = self._network_name(nics[0])
         for nic in nics or ():
             if not nic.get("net-id") and nic.get("net-name"):
                 nic["net-id"] = self._get_network_id(nic.pop("net-name"))
@@ -307,19 +318,51 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 check_interval=CONF.openstack.nova_server_boot_poll_interval,
             )
 
-    def _guest_address(self, state, use_floating_ip, floating_network) -> str:
+    def _network_name(self, nic: dict) -> t.Optional[str]:
+        """The name of a ``nics`` entry's network: nova keys ``server.addresses`` by it."""
+        net_id = nic.get("net-id")
+        if not net_id:
+            return nic.get("net-name")
+        for net in self.context.get("tenant", {}).get("networks", ()):
+            if net.get("id") == net_id and net.get("name"):
+                return net["name"]
+        # The same list (and cache) NovaScenario._get_network_id uses for net-name.
+        if not getattr(self, "existed_networks", None):
+            self.existed_networks = self.clients("neutron").list_networks()["networks"]
+        return next((net["name"] for net in self.existed_networks if net["id"] == net_id),
+                    None)
+
+    def _guest_address(self, state, use_floating_ip, floating_network, ip_version) -> str:
         server = state.server
         if not server.networks:
             raise RuntimeError(
                 f"Server {server.name} is not connected to any network: use the network "
                 f"context or give nics.")
-        fixed_ip = server.addresses[list(server.networks)[0]][0]["addr"]
+        fixed = networks.pick_fixed_address(
+            server.addresses, network=state.network, use_floating_ip=use_floating_ip,
+            ip_version=ip_version)
         if not use_floating_ip:
-            return fixed_ip
+            return fixed.address
         fip = self.neutron.create_floatingip(floating_network=floating_network)
         state.floating_ip = {"id": fip["id"], "ip": fip["floating_ip_address"]}
-        self._associate_floating_ip(server, fip, fixed_address=fixed_ip)
+        self._associate_floating_ip(server, fip, fixed_address=fixed.address)
         return fip["floating_ip_address"]
+
+    @atomic.action_timer("nova.associate_floating_ip")
+    def _associate_floating_ip(self, server, address, fixed_address=None):
+        """NovaScenario's, but on the port that holds ``fixed_address`` (required here).
+
+        The base class gives the floating IP to the server's first port, which
+        fails (or picks the wrong NIC) when the server has several.
+        """
+        port = networks.port_for_address(self.neutron.list_ports(device_id=server.id),
+                                         fixed_address)
+        floating_ip = self.neutron.associate_floatingip(
+            port_id=port["id"], floatingip_id=address["id"], fixed_ip_address=fixed_address)
+        task_utils.wait_for(server,
+                            is_ready=self.check_ip_address(floating_ip["floating_ip_address"]),
+                            update_resource=task_utils.get_from_manager())
+        server.addresses = server.manager.get(server.id).addresses
 
     @staticmethod
     def _baseline(meter: guest_meter.GuestMeter, needed: int, timeout: float) -> float:
