@@ -6,8 +6,20 @@ The request takes the form the client's microversion accepts:
   required (``"auto"`` does not exist yet and means ``False`` here);
 * from 2.25: ``disk_over_commit`` is gone and ``block_migration`` may be
   ``"auto"``;
-* ``force`` (2.30-2.67) is never sent: bypassing the scheduler is not what a
-  downtime measurement wants.
+* ``force`` (2.30-2.67) is never sent.
+
+What a named target host (``target_hosts``) means depends on the microversion
+too, because of ``force``:
+
+* below 2.30 nova has no ``force`` and a named host always bypasses the
+  scheduler: its filters (availability zones, server groups, aggregates...)
+  are not applied; nova-conductor only checks that the host is up, is not the
+  source, has room and runs a compatible hypervisor;
+* from 2.30 to 2.67 ``force`` defaults to false, so the scheduler validates the
+  named host (a host its filters reject fails the migration: NoValidHost);
+* from 2.68 ``force`` is gone and the scheduler always validates it.
+
+Without a named host the scheduler picks the destination at every microversion.
 
 A migration is done when the server is ACTIVE on a host other than the one
 it left (under load nova can show ACTIVE before the host changes).  ERROR

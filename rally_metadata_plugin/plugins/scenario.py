@@ -207,7 +207,10 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param block_migration: "auto" (nova decides; below microversion 2.25
             it means false), true (copy disks) or false (shared storage)
         :param target_hosts: compute hosts to migrate to, used in turn
-            (the server's current host skipped); None lets the scheduler choose
+            (the server's current host skipped); None lets the scheduler
+            choose. force is never sent: below microversion 2.30 a named
+            host always bypasses the scheduler (nova has no force then);
+            from 2.30 the scheduler validates it
         :param metadata_url: URL the guest probes; None means
             http://169.254.169.254/openstack/latest/meta_data.json, or its
             IPv6 form http://[fe80::a9fe:a9fe%25IFACE]/... when ip_version is 6
