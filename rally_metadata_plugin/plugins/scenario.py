@@ -63,8 +63,7 @@ class MetadataMeterArgsValidator(validation.Validator):
     """Checks the arguments of the metadata meter that depend on each other."""
 
     def validate(self, context, config, plugin_cls, plugin_cfg):
-        args = dict(_run_defaults(plugin_cls))
-        args.update((config or {}).get("args") or {})
+        args = _workload_args(plugin_cls, config)
         problems = scenario_args.MeterArguments.from_mapping(args).problems()
         if problems:
             self.fail("; ".join(problems) + ".")
@@ -83,8 +82,7 @@ class FloatingNetworkValidator(validation.Validator):
 
     @openstack_validators.with_roles_ctx()
     def validate(self, context, config, plugin_cls, plugin_cfg):
-        args = dict(_run_defaults(plugin_cls))
-        args.update((config or {}).get("args") or {})
+        args = _workload_args(plugin_cls, config)
         if not args.get("use_floating_ip"):
             return
         users_by_problem: dict[str, list[str]] = {}
@@ -99,10 +97,13 @@ class FloatingNetworkValidator(validation.Validator):
                                for problem, users in users_by_problem.items()))
 
 
-def _run_defaults(plugin_cls) -> dict[str, t.Any]:
-    """The defaults of the scenario's ``run()``: the one place they are written."""
+def _workload_args(plugin_cls, config) -> dict[str, t.Any]:
+    """A workload's arguments completed with the defaults of the scenario's ``run()``
+    (the one place they are written)."""
     parameters = inspect.signature(plugin_cls.run).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not p.empty}
+    args = {p.name: p.default for p in parameters if p.default is not p.empty}
+    args.update((config or {}).get("args") or {})
+    return args
 
 
 @dataclasses.dataclass
