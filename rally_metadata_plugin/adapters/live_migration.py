@@ -16,11 +16,22 @@ The request takes the form that microversion accepts:
   required;
 * from 2.25: ``disk_over_commit`` is gone and ``block_migration`` may be
   ``"auto"``;
-* ``force`` (2.30-2.67) is never sent.  Naming a host (``target_hosts``)
-  below 2.30 always bypasses the scheduler's checks of that host, because
-  those versions have no way to ask for them; from 2.30 nova runs the
-  scheduler on the named host (``force`` omitted means false), and from 2.68
-  it always does.
+* ``force`` (2.30-2.67) is never sent.
+
+What a named target host (``target_hosts``) means depends on the microversion
+too, because of ``force``:
+
+* below 2.30 nova has no ``force`` and a named host always bypasses the
+  scheduler: its filters (availability zones, server groups, aggregates...)
+  are not applied; nova-conductor only checks that the host is up, is not the
+  source, has room and runs a compatible hypervisor;
+* from 2.30 to 2.67 ``force`` defaults to false, so the scheduler validates the
+  named host (a host its filters reject fails the migration: NoValidHost);
+* from 2.68 ``force`` is gone and the scheduler always validates it.
+
+Without a named host the scheduler picks the destination at every microversion.  With
+no pinned version the calls run at the negotiated (highest) one, so a named host is
+validated by the scheduler.
 
 A migration is done when the server is ACTIVE on a host other than the one
 it left (under load nova can show ACTIVE before the host changes).  ERROR

@@ -2,8 +2,9 @@
 
 Inputs are Rally tasks: a file written by ``rally task export --type json``
 (or ``rally task report --json``), or a task UUID in the local Rally
-database.  Every migration's figures are read back from the iterations'
-output with :func:`rally_metadata_plugin.core.report.extract`, grouped per
+database.  Every measured migration's figures (failed migrations are not
+measurements) are read back from the iterations' output with
+:func:`rally_metadata_plugin.core.report.extract`, grouped per
 workload, and each metric of each candidate run is compared with the
 baseline by :func:`rally_metadata_plugin.core.regression.compare`.
 """
@@ -97,7 +98,7 @@ def runs_from_export(results: dict, label: str) -> list[Run]:
                 for iteration in workload.get("data") or ():
                     figures = report.extract(iteration.get("output"))
                     if figures is not None:
-                        migrations.extend(figures.migrations)
+                        migrations.extend(figures.measured_migrations)
                 sla = (workload.get("sla_results") or {}).get("sla") or ()
                 workloads[key] = WorkloadRun(
                     key=key,

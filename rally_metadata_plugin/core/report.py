@@ -80,6 +80,10 @@ MIGRATION_COLUMNS: tuple[tuple[str, str], ...] = (
 
 STATUS_OK = "ok"
 STATUS_NOT_RECOVERED = "not recovered before the recovery timeout"
+#: A migration whose status starts with this failed (rejected, ERROR, rolled
+#: back, timed out, or its recovery could not be observed): it is shown in
+#: the migrations table but left out of every downtime figure.
+STATUS_FAILED_PREFIX = "failed: "
 
 
 # -- Data --------------------------------------------------------------------
@@ -110,7 +114,7 @@ class MigrationObservation:
     @property
     def status(self) -> str:
         if self.error:
-            return f"failed: {self.error}"
+            return f"{STATUS_FAILED_PREFIX}{self.error}"
         return STATUS_OK if self.recovered else STATUS_NOT_RECOVERED
 
 
@@ -134,13 +138,21 @@ class MigrationFigures:
     status: str = STATUS_OK
     server: Optional[str] = None
 
+    @property
+    def failed(self) -> bool:
+        """The migration failed: a row of the table, never a downtime sample."""
+        return isinstance(self.status, str) and self.status.startswith(STATUS_FAILED_PREFIX)
+
 
 @dataclasses.dataclass(frozen=True)
 class IterationFigures:
-    """An iteration's totals (outages after the healthy baseline) and migrations.
+    """An iteration's totals and its migrations table.
 
-    ``measured`` is false when the iteration produced no usable measurement
-    (it failed before the baseline, or before any migration was requested).
+    ``migrations`` are the table's rows, failed migrations included.  The
+    totals count the outages after the healthy baseline except those charged
+    to a failed migration.  ``measured`` is false when the iteration produced
+    no usable measurement: it failed before the baseline, before any
+    migration was requested, or every migration it requested failed.
     """
 
     measured: bool
@@ -150,8 +162,9 @@ class IterationFigures:
     migrations: tuple[MigrationFigures, ...] = ()
 
     @property
-    def measured_migrations(self) -> int:
-        return len(self.migrations)
+    def measured_migrations(self) -> tuple[MigrationFigures, ...]:
+        """The migrations that count: every row but the failed ones."""
+        return tuple(m for m in self.migrations if not m.failed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +247,9 @@ def summarize(
     records = [r for r in log.records if cutoff is None or r.start <= cutoff]
     until = cutoff if cutoff is not None else log.stopped_at
     outages = analysis.find_outages(records, until)
-    counted = [] if baseline_at is None else [o for o in outages if o.start >= baseline_at]
-    measured = baseline_at is not None and bool(observations)
+    after_baseline = [] if baseline_at is None else [o for o in outages
+                                                     if o.start >= baseline_at]
+    measured = baseline_at is not None and any(not obs.error for obs in observations)
 
     end = max([r.end for r in records] + [until or 0.0]) if records else (until or 0.0)
     # A migration owns the outages from its request until the next request.
@@ -245,17 +259,21 @@ def summarize(
         analysis.Window(obs.requested_at, window_end, migration_row_name(obs.index))
         for obs, window_end in zip(observations, ends)
     ]
-    attribution = analysis.attribute(counted, windows, slack=slack)
+    attribution = analysis.attribute(after_baseline, windows, slack=slack)
     migrations = tuple(
         _migration_figures(obs, report) for obs, report in zip(observations, attribution.windows)
     )
+    # A failed migration measured nothing: its outages stay out of the totals.
+    left_out = {id(o) for obs, report in zip(observations, attribution.windows) if obs.error
+                for o in report.outages}
+    counted = [o for o in after_baseline if id(o) not in left_out]
 
     figures = IterationFigures(
         measured=measured,
         total_downtime=round(analysis.total_downtime(counted), 3),
         max_outage=round(analysis.longest_outage(counted), 3),
         outage_count=len(counted),
-        migrations=migrations if measured else (),
+        migrations=migrations if baseline_at is not None else (),
     )
 
     timeline: tuple = ()
@@ -265,9 +283,9 @@ def summarize(
         if observations:
             timeline += ((WINDOW_SERIES, _window_points(observations, origin, end)),)
 
-    return IterationReport(figures, timeline, tuple(_notes(log, records, outages, counted,
-                                                           attribution, baseline_at, cutoff,
-                                                           extra_notes)))
+    return IterationReport(figures, timeline, tuple(_notes(
+        log, records, outages, after_baseline, attribution, observations, baseline_at, cutoff,
+        extra_notes)))
 
 
 def _migration_figures(
@@ -292,7 +310,8 @@ def _migration_figures(
     )
 
 
-def _notes(log, records, outages, counted, attribution, baseline_at, cutoff, extra) -> list[str]:
+def _notes(log, records, outages, counted, attribution, observations, baseline_at, cutoff,
+           extra) -> list[str]:
     notes = list(extra)
     if log.fatal:
         notes.append(f"The meter gave up: {log.fatal}.")
@@ -315,9 +334,15 @@ def _notes(log, records, outages, counted, attribution, baseline_at, cutoff, ext
             f"{len(attribution.unattributed)} outage(s) ({total:.3f} s) happened after the "
             f"baseline but before the first migration; they count in the iteration total only."
         )
-    for report in attribution.windows:
+    for obs, report in zip(observations, attribution.windows):
         if report.outages:
             notes.append(f"{report.window.label}: {_reason_summary(report.outages)}.")
+        if obs.error:
+            lost = (f"; its {len(report.outages)} outage(s) "
+                    f"({analysis.total_downtime(report.outages):.3f} s) are not counted"
+                    if report.outages else "")
+            notes.append(f"{report.window.label} failed, so it is left out of the downtime "
+                         f"figures and the SLA{lost}.")
     if analysis.rate_limited(counted):
         notes.append(
             "The metadata service answered HTTP 429: neutron's metadata rate limiting is "
@@ -350,17 +375,18 @@ def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
     iteration, measured or not (Rally matches them by position).
     """
     figures = report.figures
-    migrations = figures.migrations
-    per_migration = [[ALL_MIGRATIONS, m.downtime] for m in migrations]
-    per_migration += [[migration_row_name(m.index), m.downtime] for m in migrations]
-    times = [[MIGRATION_DURATION, m.duration] for m in migrations if m.duration is not None]
-    times += [[GUEST_PAUSE, m.pause] for m in migrations if m.pause is not None]
+    measured = figures.measured_migrations
+    per_migration = [[ALL_MIGRATIONS, m.downtime] for m in measured]
+    per_migration += [[migration_row_name(m.index), m.downtime] for m in measured]
+    times = [[MIGRATION_DURATION, m.duration] for m in measured if m.duration is not None]
+    times += [[GUEST_PAUSE, m.pause] for m in measured if m.pause is not None]
     additive = [
         {
             "title": DOWNTIME_TITLE,
             "description": "Total metadata downtime seen from inside the guest after the "
-            "healthy baseline, and the longest single outage. 0 with 'migrations measured' 0 "
-            "means the iteration failed before measuring.",
+            "healthy baseline, and the longest single outage; failed migrations are left out. "
+            "0 with 'migrations measured' 0 means the iteration failed before measuring or "
+            "every migration it requested failed.",
             "chart_plugin": "Lines",
             "data": [[TOTAL_DOWNTIME, figures.total_downtime],
                      [LONGEST_OUTAGE, figures.max_outage]],
@@ -369,16 +395,17 @@ def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
         {
             "title": OUTAGES_TITLE,
             "description": "Number of metadata outages after the healthy baseline, and the "
-            "number of live migrations measured in the iteration.",
+            "number of live migrations measured in the iteration (failed ones are not).",
             "chart_plugin": "Lines",
             "data": [[OUTAGE_COUNT, figures.outage_count],
-                     [MEASURED_MIGRATIONS, figures.measured_migrations]],
+                     [MEASURED_MIGRATIONS, len(measured)]],
             "label": "count",
         },
         {
             "title": PER_MIGRATION_TITLE,
             "description": "Metadata downtime charged to each live migration (from its request "
-            "until the next one), over all migrations and per position in the loop.",
+            "until the next one), over all migrations and per position in the loop. Failed "
+            "migrations are not samples.",
             "chart_plugin": "StatsTable",
             "data": per_migration,
         },
@@ -404,13 +431,14 @@ def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
     complete.append({
         "title": MIGRATIONS_TITLE,
         "description": "Offsets are seconds after the migration request. A migration owns the "
-        "outages from its request until the next request. The pause is controller-elapsed minus "
+        "outages from its request until the next request; a failed migration (Status "
+        "'failed: ...') is shown but counted nowhere. The pause is controller-elapsed minus "
         "guest-elapsed time across the migration: the time the guest was frozen.",
         "chart_plugin": "Table",
         "data": {
             "cols": [header for _, header in MIGRATION_COLUMNS],
             "rows": [[_cell(getattr(m, key)) for key, _ in MIGRATION_COLUMNS]
-                     for m in migrations],
+                     for m in figures.migrations],
         },
     })
     if report.notes:
@@ -485,8 +513,11 @@ def extract(output: Optional[Mapping]) -> Optional[IterationFigures]:
         migrations = _migrations_from_table(table)
     except (TypeError, ValueError):
         migrations = ()
+    # Older outputs counted failed migrations as measured: trust the table.
+    measured = outages[MEASURED_MIGRATIONS] > 0 and (
+        not migrations or any(not m.failed for m in migrations))
     return IterationFigures(
-        measured=outages[MEASURED_MIGRATIONS] > 0,
+        measured=measured,
         total_downtime=downtime[TOTAL_DOWNTIME],
         max_outage=downtime.get(LONGEST_OUTAGE, 0.0),
         outage_count=int(outages.get(OUTAGE_COUNT, 0)),

@@ -21,6 +21,7 @@ from rally.task import types
 from rally.task import utils as task_utils
 from rally.utils import sshutils
 from rally_openstack.common import consts
+from rally_openstack.common import validators as openstack_validators
 from rally_openstack.task import scenario
 from rally_openstack.task.scenarios.vm import utils as vm_utils
 
@@ -29,6 +30,7 @@ from rally_metadata_plugin.adapters import live_migration
 from rally_metadata_plugin.core import report
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import clock_mapping as clocklib
+from rally_metadata_plugin.core import networks
 from rally_metadata_plugin.core import scenario_args
 from rally_metadata_plugin.plugins import opts
 
@@ -61,17 +63,47 @@ class MetadataMeterArgsValidator(validation.Validator):
     """Checks the arguments of the metadata meter that depend on each other."""
 
     def validate(self, context, config, plugin_cls, plugin_cfg):
-        args = dict(_run_defaults(plugin_cls))
-        args.update((config or {}).get("args") or {})
+        args = _workload_args(plugin_cls, config)
         problems = scenario_args.MeterArguments.from_mapping(args).problems()
         if problems:
             self.fail("; ".join(problems) + ".")
 
 
-def _run_defaults(plugin_cls) -> dict[str, t.Any]:
-    """The defaults of the scenario's ``run()``: the one place they are written."""
+@validation.add("required_platform", platform="openstack", users=True)
+@validation.configure(name="metadata_floating_network", platform="openstack")
+class FloatingNetworkValidator(validation.Validator):
+    """Checks the external network of the floating IP, when the scenario uses one.
+
+    With use_floating_ip true, floating_network (a name or an id) must be an
+    external network each user sees, or, omitted, at least one external
+    network must exist (the scenario takes the first). With use_floating_ip
+    false nothing is checked: clouds with provider networks only pass.
+    """
+
+    @openstack_validators.with_roles_ctx()
+    def validate(self, context, config, plugin_cls, plugin_cfg):
+        args = _workload_args(plugin_cls, config)
+        if not args.get("use_floating_ip"):
+            return
+        users_by_problem: dict[str, list[str]] = {}
+        for user in context["users"]:
+            credential = user["credential"]
+            seen = credential.clients().neutron().list_networks()["networks"]
+            problem = networks.floating_network_problem(seen, args.get("floating_network"))
+            if problem:
+                users_by_problem.setdefault(problem, []).append(str(credential.username))
+        if users_by_problem:
+            self.fail(" ".join(f"{problem} (networks seen by user {', '.join(users)})."
+                               for problem, users in users_by_problem.items()))
+
+
+def _workload_args(plugin_cls, config) -> dict[str, t.Any]:
+    """A workload's arguments completed with the defaults of the scenario's ``run()``
+    (the one place they are written)."""
     parameters = inspect.signature(plugin_cls.run).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not p.empty}
+    args = {p.name: p.default for p in parameters if p.default is not p.empty}
+    args.update((config or {}).get("args") or {})
+    return args
 
 
 @dataclasses.dataclass
@@ -79,6 +111,8 @@ class _Iteration:
     """What one iteration created and measured; read by the cleanup and the report."""
 
     server: t.Any = None
+    #: Name of the network the guest is reached on (None: the first suitable one).
+    network: t.Optional[str] = None
     floating_ip: t.Optional[dict] = None
     meter: t.Optional[guest_meter.GuestMeter] = None
     log_text: t.Optional[str] = None
@@ -91,7 +125,7 @@ class _Iteration:
 
 @validation.add("required_services", services=[consts.Service.NOVA, consts.Service.NEUTRON])
 @validation.add("image_valid_on_flavor", flavor_param="flavor", image_param="image")
-@validation.add("external_network_exists", param_name="floating_network")
+@validation.add("metadata_floating_network")
 @validation.add("metadata_meter_args")
 @validation.add("required_platform", platform="openstack", admin=True, users=True)
 @scenario.configure(
@@ -160,12 +194,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param username: SSH user in the guest
         :param password: SSH password; None uses the keypair context's key
         :param port: SSH port of the guest
-        :param use_floating_ip: attach a floating IP and reach the guest
-            through it; False uses the server's first fixed IP
+        :param use_floating_ip: attach a floating IP to the server's IPv4
+            fixed address on the guest network (the first nics entry, else
+            the network context's) and reach the guest through it; False
+            reaches the guest on its fixed address there of the ip_version
+            family (IPv6 with ip_version 6)
         :param floating_network: external network for the floating IP
             (name or id); None picks the first external network
         :param nics: networks for the server, e.g. [{"net-id": ID}] or
-            [{"net-name": NAME}]; None uses the network context's network
+            [{"net-name": NAME}]; the first one is the guest network (SSH,
+            floating IP); None uses the network context's network
         :param migrations: live migrations per iteration (1-1000)
         :param block_migration: "auto" (nova decides from the instance's
             disks), true (copy disks: local storage) or false (shared
@@ -174,11 +212,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             calls use the highest one nova supports; a pin below 2.25 fails
             the iteration with what to set
         :param target_hosts: compute hosts to migrate to, used in turn
-            (the server's current host skipped); None lets the scheduler choose
+            (the server's current host skipped); None lets the scheduler
+            choose. force is never sent: below microversion 2.30 a named
+            host always bypasses the scheduler (nova has no force then);
+            from 2.30 the scheduler validates it
         :param metadata_url: URL the guest probes; None means
             http://169.254.169.254/openstack/latest/meta_data.json, or its
             IPv6 form http://[fe80::a9fe:a9fe%25IFACE]/... when ip_version is 6
-        :param ip_version: 4 or 6: which metadata address the default URL uses
+        :param ip_version: 4 or 6: which metadata address the default URL
+            uses, and without a floating IP the family of the fixed address
+            Rally reaches the guest on
         :param guest_interface: guest interface scoping the IPv6 link-local
             metadata address (ip_version 6 only)
         :param expect: text a correct answer must contain; None means the
@@ -217,7 +260,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             migrator.require_hypervisors(conf.min_hypervisors)
             self._boot(state, image, flavor, nics, server_kwargs or {})
             with atomic.ActionTimer(self, ATTACH_IP):
-                address = self._guest_address(state, use_floating_ip, floating_network)
+                address = self._guest_address(state, use_floating_ip, floating_network,
+                                              ip_version)
             settings = meter_args.probe_settings(
                 server_id=state.server.id,
                 duration=self._meter_lifetime(migrations, recovery_timeout))
@@ -264,6 +308,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 groups.append(secgroup["name"])
             kwargs["security_groups"] = groups
         nics = [dict(nic) for nic in nics] if nics else self._pick_random_nic()
+        if nics:
+            state.network = self._network_name(nics[0])
         for nic in nics or ():
             if not nic.get("net-id") and nic.get("net-name"):
                 nic["net-id"] = self._get_network_id(nic.pop("net-name"))
@@ -282,19 +328,51 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 check_interval=CONF.openstack.nova_server_boot_poll_interval,
             )
 
-    def _guest_address(self, state, use_floating_ip, floating_network) -> str:
+    def _network_name(self, nic: dict) -> t.Optional[str]:
+        """The name of a ``nics`` entry's network: nova keys ``server.addresses`` by it."""
+        net_id = nic.get("net-id")
+        if not net_id:
+            return nic.get("net-name")
+        for net in self.context.get("tenant", {}).get("networks", ()):
+            if net.get("id") == net_id and net.get("name"):
+                return net["name"]
+        # The same list (and cache) NovaScenario._get_network_id uses for net-name.
+        if not getattr(self, "existed_networks", None):
+            self.existed_networks = self.clients("neutron").list_networks()["networks"]
+        return next((net["name"] for net in self.existed_networks if net["id"] == net_id),
+                    None)
+
+    def _guest_address(self, state, use_floating_ip, floating_network, ip_version) -> str:
         server = state.server
         if not server.networks:
             raise RuntimeError(
                 f"Server {server.name} is not connected to any network: use the network "
                 f"context or give nics.")
-        fixed_ip = server.addresses[list(server.networks)[0]][0]["addr"]
+        fixed = networks.pick_fixed_address(
+            server.addresses, network=state.network, use_floating_ip=use_floating_ip,
+            ip_version=ip_version)
         if not use_floating_ip:
-            return fixed_ip
+            return fixed.address
         fip = self.neutron.create_floatingip(floating_network=floating_network)
         state.floating_ip = {"id": fip["id"], "ip": fip["floating_ip_address"]}
-        self._associate_floating_ip(server, fip, fixed_address=fixed_ip)
+        self._associate_floating_ip(server, fip, fixed_address=fixed.address)
         return fip["floating_ip_address"]
+
+    @atomic.action_timer("nova.associate_floating_ip")
+    def _associate_floating_ip(self, server, address, fixed_address=None):
+        """NovaScenario's, but on the port that holds ``fixed_address`` (required here).
+
+        The base class gives the floating IP to the server's first port, which
+        fails (or picks the wrong NIC) when the server has several.
+        """
+        port = networks.port_for_address(self.neutron.list_ports(device_id=server.id),
+                                         fixed_address)
+        floating_ip = self.neutron.associate_floatingip(
+            port_id=port["id"], floatingip_id=address["id"], fixed_ip_address=fixed_address)
+        task_utils.wait_for(server,
+                            is_ready=self.check_ip_address(floating_ip["floating_ip_address"]),
+                            update_resource=task_utils.get_from_manager())
+        server.addresses = server.manager.get(server.id).addresses
 
     @staticmethod
     def _baseline(meter: guest_meter.GuestMeter, needed: int, timeout: float) -> float:
@@ -323,7 +401,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 raise
             done = time.monotonic()
         with atomic.ActionTimer(self, WAIT_RECOVERY):
-            recovery = meter.wait_for_recovery(recovery_probes, done, recovery_timeout)
+            try:
+                recovery = meter.wait_for_recovery(recovery_probes, done, recovery_timeout)
+            except Exception as e:
+                # Nova moved the server but recovery was never observed: no measurement.
+                state.observations[-1] = dataclasses.replace(
+                    observation, target_host=target, duration=done - requested,
+                    error="metadata recovery could not be observed: "
+                          + (str(e) or type(e).__name__),
+                    finished_at=before.to_guest(time.monotonic()))
+                raise
             pause = clocklib.estimate_pause(before, recovery.snapshot.clock)
             state.observations[-1] = dataclasses.replace(
                 observation, target_host=target, duration=done - requested,

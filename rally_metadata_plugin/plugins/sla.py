@@ -44,8 +44,10 @@ class MaxMetadataDowntime(sla.SLA):
 
     Give one number (the limit for any single live migration's total
     metadata downtime, e.g. 6.0) or an object with one or more of
-    per_migration, per_iteration and max_outage. An iteration without meter
-    data (it failed before measuring) does not pass.
+    per_migration, per_iteration and max_outage. Failed migrations are not
+    measurements: they count in no limit. An iteration without a measured
+    migration (it failed before measuring, or every migration it requested
+    failed) does not pass.
     """
 
     CONFIG_SCHEMA = {
@@ -87,7 +89,7 @@ class MaxMetadataDowntime(sla.SLA):
         else:
             self._consider("per_iteration", _Worst(figures.total_downtime, timestamp))
             self._consider("max_outage", _Worst(figures.max_outage, timestamp))
-            for migration in figures.migrations:
+            for migration in figures.measured_migrations:
                 self._consider("per_migration",
                                _Worst(migration.downtime, timestamp, migration.index))
         self.success = self._passed()
@@ -136,7 +138,8 @@ class MaxMetadataDowntime(sla.SLA):
         if self.unmeasured:
             numbers = ", ".join(str(self._iteration_number(ts)) for ts in sorted(self.unmeasured))
             parts.append(f"{len(self.unmeasured)} of {len(self.timestamps)} iteration(s) have "
-                         f"no metadata measurement ({numbers}): they failed before measuring")
+                         f"no metadata measurement ({numbers}): they failed before measuring or "
+                         f"none of their live migrations succeeded")
         if not self.timestamps:
             parts.append("no iterations")
         return "Metadata downtime: " + "; ".join(parts) + f" - {self.status()}"

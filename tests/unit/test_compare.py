@@ -119,3 +119,18 @@ def test_html_page_is_self_contained(tmp_path, capsys):
     for loads_something in ('src="http', "src='http", 'href="http', "href='http", "<link",
                             "@import", "url(http", "url(//", "<script"):
         assert loads_something not in text
+
+
+def test_failed_migrations_are_not_compared():
+    rows = (report.MigrationFigures(index=1, downtime=2.0, max_outage=2.0, outage_count=1),
+            report.MigrationFigures(index=2, downtime=0.0, status="failed: rejected"))
+    figures = report.IterationFigures(measured=True, total_downtime=2.0, max_outage=2.0,
+                                      outage_count=1, migrations=rows)
+    additive, complete = report.charts(report.IterationReport(figures))
+    document = export([[1.0]])
+    workload = document["tasks"][0]["subtasks"][0]["workloads"][0]
+    workload["data"] = [{"output": {"additive": additive, "complete": complete}, "error": []}]
+    (run,) = compare.runs_from_export(document, "base")
+    (found,) = run.workloads.values()
+    assert [m.index for m in found.migrations] == [1]
+    assert found.values(compare.METRICS_BY_NAME["downtime"]) == [2.0]

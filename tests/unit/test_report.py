@@ -252,3 +252,79 @@ def test_extract_unmeasured_and_missing():
     assert report.extract({"additive": [], "complete": []}) is None
     assert report.extract(None) is None
     assert report.extract({"additive": [{"title": report.DOWNTIME_TITLE, "data": "junk"}]}) is None
+
+
+# -- failed migrations ------------------------------------------------------
+
+
+def failed_second_migration_report():
+    # Migration 1 (probe 12): 5 failed probes; migration 2 (probe 26.5) is
+    # rejected, and a 3-probe outage follows in its window.
+    log = make_log("P" * 12 + "FFFFF" + "P" * 10 + "FFF" + "P" * 10)
+    observations = [
+        obs(1, probe_time(11.5), probe_time(25), duration=3.0, pause=0.3, pause_error=0.02),
+        obs(2, probe_time(26.5), probe_time(26.6), target_host=None, recovered=False,
+            error="No valid host was found"),
+    ]
+    return report.summarize(log, observations, baseline_at=probe_time(4))
+
+
+def test_failed_migration_is_left_out_of_every_downtime_figure():
+    result = failed_second_migration_report()
+    figures = result.figures
+    assert figures.measured
+    assert [m.index for m in figures.measured_migrations] == [1]
+    # Only migration 1's outage counts, in the totals too.
+    assert figures.total_downtime == pytest.approx(1.0, abs=0.01)
+    assert figures.outage_count == 1
+    additive, complete = report.charts(result)
+    per_migration = next(c for c in additive if c["title"] == report.PER_MIGRATION_TITLE)
+    assert per_migration["data"] == [[report.ALL_MIGRATIONS, figures.migrations[0].downtime],
+                                     [report.migration_row_name(1),
+                                      figures.migrations[0].downtime]]
+    outages = next(c for c in additive if c["title"] == report.OUTAGES_TITLE)
+    assert [report.MEASURED_MIGRATIONS, 1] in outages["data"]
+    assert any("migration 2 failed" in note and "not counted" in note for note in result.notes)
+
+
+def test_failed_migration_is_shown_as_failed_in_the_table():
+    _, complete = report.charts(failed_second_migration_report())
+    table = next(c for c in complete if c["title"] == report.MIGRATIONS_TITLE)
+    rows = [dict(zip(table["data"]["cols"], row)) for row in table["data"]["rows"]]
+    assert [row["#"] for row in rows] == [1, 2]
+    assert rows[0]["Status"] == report.STATUS_OK
+    assert rows[1]["Status"] == "failed: No valid host was found"
+
+
+def test_iteration_whose_only_migration_failed_is_not_measured():
+    log = make_log("P" * 12 + "P" * 10)
+    result = report.summarize(
+        log, [obs(1, probe_time(11.5), probe_time(11.6), target_host=None, recovered=False,
+                  error="rejected")], baseline_at=probe_time(4))
+    assert not result.figures.measured
+    assert result.figures.measured_migrations == ()
+    (row,) = result.figures.migrations
+    assert row.failed and row.status == "failed: rejected"
+    extracted = report.extract(output_of(result))
+    assert extracted == result.figures and not extracted.measured
+    _, complete = report.charts(result)
+    table = next(c for c in complete if c["title"] == report.MIGRATIONS_TITLE)
+    assert len(table["data"]["rows"]) == 1
+
+
+def test_extract_round_trips_failed_migrations():
+    original = failed_second_migration_report()
+    extracted = report.extract(output_of(original))
+    assert extracted == original.figures
+    assert [m.failed for m in extracted.migrations] == [False, True]
+
+
+def test_extract_does_not_trust_an_older_output_counting_failed_migrations():
+    # Before failed migrations were left out, the output said "1 measured".
+    figures = report.IterationFigures(
+        measured=True, migrations=(report.MigrationFigures(index=1, status="failed: boom"),))
+    output = output_of(report.IterationReport(figures))
+    outages = next(c for c in output["additive"] if c["title"] == report.OUTAGES_TITLE)
+    outages["data"] = [[report.OUTAGE_COUNT, 0], [report.MEASURED_MIGRATIONS, 1]]
+    extracted = report.extract(output)
+    assert not extracted.measured and extracted.measured_migrations == ()

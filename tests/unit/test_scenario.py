@@ -53,8 +53,10 @@ class FakeServer:
         self.id = "a3c5e0f2-0000-4000-8000-%012d" % len(cloud.servers)
         self.name = name
         self.status = "BUILD"
-        self.networks = {"private": ["10.0.0.5"]}
-        self.addresses = {"private": [{"addr": "10.0.0.5"}]}
+        self.addresses = {name: [dict(a) for a in entries]
+                          for name, entries in cloud.server_addresses.items()}
+        self.networks = {name: [a["addr"] for a in entries]
+                         for name, entries in self.addresses.items()}
         self.manager = mock.Mock()
         self.manager.get.side_effect = self._get
         self.deleted = False
@@ -146,6 +148,8 @@ class FakeCloud:
         self.guest_failures = {}
         self.migration_fault = None
         self.request_error = None
+        self.request_errors = {}  # by request number, 1-based
+        self.requests = 0
         self.host_of_error = None
 
         self.user_nova = mock.Mock()
@@ -155,6 +159,10 @@ class FakeCloud:
             mock.Mock(host=f"cmp-{i}", status="enabled", state="up")
             for i in range(1, hypervisors + 1)]
         self.admin_nova.servers.get.side_effect = self._admin_get
+        self.server_addresses = {"private": [{"addr": "10.0.0.5"}]}
+        self.networks = [{"id": "net-1", "name": "private"}]
+        self.user_neutron = mock.Mock()
+        self.user_neutron.list_networks.side_effect = lambda **kw: {"networks": self.networks}
         self.neutron = mock.Mock()
         self.neutron.create_floatingip.return_value = {"id": "fip-1",
                                                        "floating_ip_address": "172.24.4.10"}
@@ -193,8 +201,10 @@ class FakeCloud:
 
     def _live_migrate(self, **kwargs):
         self.live_migrate_kwargs = kwargs
-        if self.request_error:
-            raise self.request_error
+        self.requests += 1
+        error = self.request_errors.get(self.requests) or self.request_error
+        if error:
+            raise error
         self.migrations.append(FakeGuestSSH.instances[-1].uptime())
         self.pending = 2
 
@@ -203,13 +213,14 @@ def make_scenario(cloud):
     context = {
         "user": {"keypair": {"name": "rally-keypair", "private": "PRIVATE KEY"}, "secgroup": {"name": "rally-sg"},
                  "credential": mock.Mock()},
-        "tenant": {"networks": [{"id": "net-1"}]},
+        "tenant": {"networks": [{"id": "net-1", "name": "private"}]},
         "iteration": 1,
         "task": {"uuid": "task-uuid"},
         "owner_id": "owner-uuid",
     }
     clients = mock.Mock()
     clients.nova.return_value = cloud.user_nova
+    clients.neutron.return_value = cloud.user_neutron
     admin_clients = mock.Mock()
     admin_clients.nova.return_value = cloud.admin_nova
     scenario = sc.BootAndLiveMigrate(context=context, admin_clients=admin_clients,
@@ -313,6 +324,92 @@ def test_fixed_ip_is_used_without_floating_ip():
     assert [a["name"] for a in scenario.atomic_actions()][1] == sc.ATTACH_IP
 
 
+def fixed(addr, version):
+    return {"addr": addr, "version": version, "OS-EXT-IPS:type": "fixed"}
+
+
+#: Dual-stack on two networks, IPv6 first, as nova may list them.
+TWO_NETWORKS = {
+    "private": [fixed("fd00:1::5", 6), fixed("10.0.0.5", 4)],
+    "second": [fixed("2001:db8:2::7", 6), fixed("192.168.2.7", 4)],
+}
+
+
+def two_network_cloud():
+    cloud = FakeCloud()
+    cloud.server_addresses = TWO_NETWORKS
+    cloud.networks = [{"id": "net-1", "name": "private"}, {"id": "net-2", "name": "second"}]
+    return cloud
+
+
+def test_dual_stack_floating_ip_goes_to_the_ipv4_address_of_the_context_network():
+    cloud = two_network_cloud()
+    scenario, error = run(cloud, migrations=1)
+    assert error is None, error
+    scenario._associate_floating_ip.assert_called_once_with(
+        cloud.servers[0], cloud.neutron.create_floatingip.return_value, fixed_address="10.0.0.5")
+    assert FakeGuestSSH.instances[0].host == "172.24.4.10"
+
+
+@pytest.mark.parametrize("nic", [{"net-name": "second"}, {"net-id": "net-2"}])
+def test_floating_ip_goes_to_the_network_nics_names(nic):
+    cloud = two_network_cloud()
+    # ip_version 6 probes metadata over IPv6; the floating IP still needs IPv4.
+    scenario, error = run(cloud, migrations=1, nics=[nic], ip_version=6)
+    assert error is None, error
+    assert cloud.create_kwargs["nics"] == [{"net-id": "net-2"}]
+    scenario._associate_floating_ip.assert_called_once_with(
+        cloud.servers[0], cloud.neutron.create_floatingip.return_value,
+        fixed_address="192.168.2.7")
+
+
+@pytest.mark.parametrize("ip_version,nics,expected", [
+    (4, None, "10.0.0.5"),
+    (6, None, "fd00:1::5"),
+    (6, [{"net-id": "net-2"}], "2001:db8:2::7"),
+    (4, [{"net-name": "second"}], "192.168.2.7"),
+])
+def test_without_floating_ip_the_guest_is_reached_in_ip_versions_family(ip_version, nics,
+                                                                        expected):
+    cloud = two_network_cloud()
+    _, error = run(cloud, migrations=1, use_floating_ip=False, ip_version=ip_version,
+                   guest_interface="eth0", nics=nics)
+    assert error is None, error
+    assert FakeGuestSSH.instances[0].host == expected
+
+
+def test_no_address_of_the_needed_family_fails_clearly_and_cleans_up():
+    cloud = FakeCloud()
+    cloud.server_addresses = {"private": [fixed("fd00:1::5", 6)]}
+    scenario, error = run(cloud, migrations=1)
+    assert isinstance(error, ValueError)
+    assert "no IPv4 fixed address on network 'private'" in str(error)
+    assert "use_floating_ip" in str(error)
+    cloud.neutron.create_floatingip.assert_not_called()
+    assert cloud.servers[0].deleted
+
+
+def test_floating_ip_is_associated_with_the_port_holding_the_address():
+    cloud = two_network_cloud()
+    scenario = make_scenario(cloud)
+    server = FakeServer(cloud, "vm")
+    fip = {"id": "fip-1", "floating_ip_address": "172.24.4.10"}
+    cloud.neutron.list_ports.return_value = [
+        {"id": "port-1", "fixed_ips": [{"ip_address": "fd00:1::5"}, {"ip_address": "10.0.0.5"}]},
+        {"id": "port-2", "fixed_ips": [{"ip_address": "2001:db8:2::7"},
+                                       {"ip_address": "192.168.2.7"}]},
+    ]
+    cloud.neutron.associate_floatingip.return_value = fip
+    server.addresses["second"].append({"addr": "172.24.4.10", "version": 4,
+                                       "OS-EXT-IPS:type": "floating"})
+    sc.BootAndLiveMigrate._associate_floating_ip(scenario, server, fip,
+                                                 fixed_address="192.168.2.7")
+    cloud.neutron.list_ports.assert_called_once_with(device_id=server.id)
+    cloud.neutron.associate_floatingip.assert_called_once_with(
+        port_id="port-2", floatingip_id="fip-1", fixed_ip_address="192.168.2.7")
+    assert "nova.associate_floating_ip" in [a["name"] for a in scenario.atomic_actions()]
+
+
 def test_target_hosts_are_requested_in_turn():
     cloud = FakeCloud()
     run(cloud, migrations=1, target_hosts=["cmp-1", "cmp-2"])
@@ -396,6 +493,57 @@ def test_migration_error_state_carries_novas_fault():
     assert figures.migrations[0].status.startswith("failed: ")
     failed = [a for a in scenario.atomic_actions() if a.get("failed")]
     assert [a["name"] for a in failed] == [sc.MIGRATIONS]
+
+
+def sla_verdict(config, output):
+    checker = rally_sla.SLA.get("max_metadata_downtime")(config)
+    passed = checker.add_iteration({"timestamp": 1.0, "output": output, "error": []})
+    return passed, checker.details()
+
+
+def test_rejected_migration_is_failed_in_the_table_and_no_downtime_sample():
+    cloud = FakeCloud(outage=0.3)
+    cloud.request_errors = {2: RuntimeError("No valid host was found")}
+    scenario, error = run(cloud, migrations=2)
+    assert isinstance(error, RuntimeError)
+    figures = report.extract(scenario._output)
+    first, second = figures.migrations
+    assert first.status == report.STATUS_OK and not first.failed
+    assert second.failed and second.status == "failed: No valid host was found"
+    assert figures.measured and [m.index for m in figures.measured_migrations] == [1]
+    per_migration = next(c for c in scenario._output["additive"]
+                         if c["title"] == report.PER_MIGRATION_TITLE)
+    assert [name for name, _ in per_migration["data"]] == [report.ALL_MIGRATIONS,
+                                                           report.migration_row_name(1)]
+    passed, details = sla_verdict(6.0, scenario._output)
+    assert passed and "(worst: iteration 1, migration 1)" in details
+
+
+def test_iteration_whose_only_migration_was_rejected_is_not_measured():
+    cloud = FakeCloud()
+    cloud.request_error = RuntimeError("Compute service of cmp-2 is unavailable")
+    scenario, error = run(cloud, migrations=1)
+    assert isinstance(error, RuntimeError)
+    figures = report.extract(scenario._output)
+    assert not figures.measured
+    (row,) = figures.migrations
+    assert row.status == "failed: Compute service of cmp-2 is unavailable"
+    passed, details = sla_verdict(6.0, scenario._output)
+    assert not passed and "no metadata measurement" in details
+
+
+def test_unobserved_recovery_is_a_failed_migration_not_a_measurement():
+    cloud = FakeCloud()
+    lost = guest.GuestError("SSH to the guest was lost")
+    with mock.patch.object(guest.GuestMeter, "wait_for_recovery", side_effect=lost):
+        scenario, error = run(cloud, migrations=1)
+    assert error is lost
+    figures = report.extract(scenario._output)
+    (row,) = figures.migrations
+    assert row.target_host == "cmp-2"
+    assert row.status == ("failed: metadata recovery could not be observed: SSH to the guest "
+                          "was lost")
+    assert not figures.measured
 
 
 # -- cleanup whatever fails -----------------------------------------------------

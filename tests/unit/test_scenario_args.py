@@ -49,8 +49,10 @@ def test_task_defaults_suit_a_real_cloud():
     (workload,) = workloads(render())
     args = workload["args"]
     assert args["flavor"] == {"name": "m1.tiny"} and "cirros" in args["image"]["name"]
-    assert (args["username"], args["floating_network"], args["migrations"]) == \
-        ("cirros", "public", 3)
+    assert (args["username"], args["use_floating_ip"], args["migrations"]) == \
+        ("cirros", True, 3)
+    # No floating network named: the scenario takes the first external network.
+    assert "floating_network" not in args
     assert workload["runner"] == {"times": 3, "concurrency": 1}
 
 
@@ -140,3 +142,81 @@ def test_every_argument_is_documented():
     for name, prop in properties.items():
         assert prop.get("description"), name
     assert info["schema"]["additionalProperties"] is False
+
+
+# -- the floating network, checked against the cloud (semantic validation) ------------
+
+PUBLIC = {"id": "6f1e0c5a-public", "name": "public", "router:external": True}
+PROVIDER = {"id": "0b7d9e2c-provider", "name": "provider", "router:external": False}
+PRIVATE = {"id": "9a3c4d1e-private", "name": "private", "router:external": False}
+
+
+class FakeCredential:
+    """A user of the validation context whose neutron lists ``networks``."""
+
+    def __init__(self, networks, username="rally-user"):
+        self.username = username
+        self.neutron = mock.Mock()
+        self.neutron.list_networks.return_value = {"networks": list(networks)}
+
+    def clients(self):
+        clients = mock.Mock()
+        clients.neutron.return_value = self.neutron
+        return clients
+
+
+def network_errors(workload_args, networks):
+    """What `rally task validate` says about networks, on a cloud listing ``networks``.
+
+    Rally's semantic validation runs every validator of the scenario; the
+    image and flavor ones need more of a cloud than this fake, so only the
+    results of validators about networks are kept.
+    """
+    context = {"users": [{"credential": FakeCredential(networks)}]}
+    config = {"args": dict(workload_args)}
+    results = scenario.Scenario.validate(NAME, context=context, config=config,
+                                         plugin_cfg=None, vtype="semantic")
+    return [r for r in results if "network" in r.partition("Details:")[0]]
+
+
+def shipped_workload_args(**task_args):
+    (workload,) = workloads(render(**task_args))
+    return workload["args"]
+
+
+def test_provider_network_cloud_passes_with_use_floating_ip_false():
+    args = shipped_workload_args(use_floating_ip=False)
+    assert args["use_floating_ip"] is False
+    assert network_errors(args, [PROVIDER]) == []
+    # Even a floating network that does not exist is not looked at then.
+    assert network_errors(dict(args, floating_network="public"), [PROVIDER]) == []
+
+
+def test_shipped_task_defaults_validate_on_a_cloud_with_an_external_network():
+    assert network_errors(shipped_workload_args(), [PRIVATE, PUBLIC]) == []
+    devcloud = yaml.safe_load((TASK.parent / "args" / "devcloud.yaml").read_text())
+    assert network_errors(shipped_workload_args(**devcloud), [PRIVATE, PUBLIC]) == []
+
+
+@pytest.mark.parametrize("floating_network", ["public", PUBLIC["id"]])
+def test_floating_network_is_a_name_or_an_id(floating_network):
+    assert network_errors({"floating_network": floating_network}, [PRIVATE, PUBLIC]) == []
+
+
+def test_omitted_floating_network_needs_an_external_network():
+    (error,) = network_errors({}, [PROVIDER, PRIVATE])
+    assert "use_floating_ip is true but there is no external network" in error
+    assert "give floating_network, or set use_floating_ip to false" in error
+    assert "rally-user" in error
+
+
+def test_unknown_floating_network_names_the_argument_and_the_choices():
+    (error,) = network_errors({"floating_network": "publik"}, [PRIVATE, PUBLIC])
+    assert "floating_network 'publik' is neither the name nor the id of a network" in error
+    assert "external networks: public (id 6f1e0c5a-public)" in error
+
+
+def test_internal_network_is_no_floating_network():
+    (error,) = network_errors({"floating_network": "private"}, [PRIVATE, PUBLIC])
+    assert "floating_network 'private' is network private (id 9a3c4d1e-private), which is " \
+           "not external" in error

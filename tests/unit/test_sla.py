@@ -128,3 +128,34 @@ def test_no_iterations_passes_vacuously():
     s = checker(6.0)
     assert s.result()["success"]
     assert "no data" in s.details()
+
+
+def iteration_with_statuses(timestamp, migrations):
+    """An iteration whose migrations are (downtime, status) pairs."""
+    rows = tuple(report.MigrationFigures(index=i, source_host="a", target_host="b",
+                                         downtime=d, max_outage=d, outage_count=1 if d else 0,
+                                         status=status)
+                 for i, (d, status) in enumerate(migrations, 1))
+    figures = report.IterationFigures(measured=True, total_downtime=0.0, migrations=rows)
+    additive, complete = report.charts(report.IterationReport(figures))
+    return {"timestamp": timestamp, "duration": 10.0, "idle_duration": 0.0,
+            "error": ["MigrationError", "boom", ""], "atomic_actions": [],
+            "output": {"additive": additive, "complete": complete}}
+
+
+def test_iteration_whose_only_migration_failed_is_not_measured():
+    s = checker(6.0)
+    assert not s.add_iteration(iteration_with_statuses(1.0, [(0.0, "failed: rejected")]))
+    assert "1 of 1 iteration(s) have no metadata measurement (1)" in s.details()
+    assert "none of their live migrations succeeded" in s.details()
+
+
+def test_failed_migration_is_not_a_downtime_sample():
+    s = checker(6.0)
+    assert s.add_iteration(iteration_with_statuses(
+        1.0, [(1.5, report.STATUS_OK), (9.0, "failed: rolled back")]))
+    assert "1.50s <= 6.00s (worst: iteration 1, migration 1)" in s.details()
+    low = checker(0.5)
+    assert not low.add_iteration(iteration_with_statuses(
+        1.0, [(0.0, "failed: rejected"), (1.0, report.STATUS_OK)]))
+    assert "1.00s > 0.50s (worst: iteration 1, migration 2)" in low.details()
