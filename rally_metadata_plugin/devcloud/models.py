@@ -29,6 +29,7 @@ import threading
 import uuid
 from typing import Callable, Iterator, Protocol
 
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import clock
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud import keys
@@ -964,7 +965,7 @@ class CloudBackend:
                 end = None if outage.duration is None else (
                     start + outage.duration)
                 decoy = (self._decoy(server)
-                         if outage.kind == "wrong_instance" else None)
+                         if outage.kind == FaultKind.WRONG_INSTANCE else None)
                 scheduled = Outage(server.id, migration.id, server.host,
                                    outage.kind, start, end, decoy)
                 self.outages.setdefault(server.id, []).append(scheduled)
@@ -1029,7 +1030,7 @@ class CloudBackend:
 
     def refused_at(self, server_id: str, at: float) -> bool:
         with self._lock:
-            return any(o.kind == "refused" and o.covers(at)
+            return any(o.kind == FaultKind.REFUSED and o.covers(at)
                        for o in self.outages.get(server_id, []))
 
     # -- server groups ------------------------------------------------------------
