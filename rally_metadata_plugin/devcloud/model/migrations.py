@@ -17,6 +17,7 @@ import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.model.common import new_id
@@ -80,7 +81,7 @@ class Outage:
     server_id: str
     migration_id: str
     host: str
-    kind: str
+    kind: FaultKind
     start: float
     end: float | None
     decoy: InstanceIdentity | None = None
@@ -189,7 +190,7 @@ class LiveMigrationBackend:
                 end = None if outage.duration is None else (
                     start + outage.duration)
                 decoy = (self._decoy(server)
-                         if outage.kind == "wrong_instance" else None)
+                         if outage.kind == FaultKind.WRONG_INSTANCE else None)
                 scheduled = Outage(server.id, migration.id, server.host,
                                    outage.kind, start, end, decoy)
                 self.outages.setdefault(server.id, []).append(scheduled)
@@ -271,5 +272,5 @@ class LiveMigrationBackend:
     def refused_at(self, server_id: str, at: float) -> bool:
         """Whether a ``refused`` outage of the server covers ``at``."""
         with self._cloud.lock:
-            return any(o.kind == "refused" and o.covers(at)
+            return any(o.kind == FaultKind.REFUSED and o.covers(at)
                        for o in self.outages.get(server_id, []))
