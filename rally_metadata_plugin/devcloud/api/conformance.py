@@ -63,13 +63,6 @@ def log_path(configured: str | Path | None) -> Path | None:
 
 # -- what tempest can check: nova's routes and the client methods -------------------
 
-def _servers(method: str, *names: str) -> Callable:
-    def call(clients, args):
-        return getattr(clients["servers"], method)(*(args[n] for n in names))
-    call.__qualname__ = f"ServersClient.{method}"
-    return call
-
-
 def _client(key: str, cls: str, method: str, *names: str, **kwargs) -> Callable:
     def call(clients, args):
         return getattr(clients[key], method)(*(args[n] for n in names),
@@ -78,138 +71,138 @@ def _client(key: str, cls: str, method: str, *names: str, **kwargs) -> Callable:
     return call
 
 
+def _on(key: str, cls: str) -> Callable[..., Callable]:
+    """``_on("flavors", "FlavorsClient")("show_flavor", "id")``: a call of
+    that client method with the route's arguments of those names."""
+    return lambda method, *names, **kwargs: _client(key, cls, method, *names,
+                                                    **kwargs)
+
+
+_SERVERS = _on("servers", "ServersClient")
+_FLAVORS = _on("flavors", "FlavorsClient")
+_KEYPAIRS = _on("keypairs", "KeyPairsClient")
+_HYPERVISORS = _on("hypervisors", "HypervisorClient")
+_GROUPS = _on("server_groups", "ServerGroupsClient")
+_INTERFACES = _on("interfaces", "InterfacesClient")
+_IMAGES = _on("images", "ImagesClient")
+_QUOTAS = _on("quotas", "QuotasClient")
+_USAGES = _on("tenant_usages", "TenantUsagesClient")
+_ZONES = _on("availability_zones", "AvailabilityZoneClient")
+
 #: ``POST /servers/{id}/action``: the action (the body's key) -> method of
 #: tempest's ServersClient (or of another client for createImage)
 SERVER_ACTIONS: dict[str, Callable] = {
-    "os-migrateLive": _servers("live_migrate_server", "id"),
-    "migrate": _servers("migrate_server", "id"),
-    "os-getConsoleOutput": _servers("get_console_output", "id"),
-    "reboot": _servers("reboot_server", "id"),
-    "rebuild": _client("servers", "ServersClient", "rebuild_server", "id",
-                       image_ref=None),
-    "resize": _client("servers", "ServersClient", "resize_server", "id",
-                      flavor_ref=None),
-    "confirmResize": _servers("confirm_resize_server", "id"),
-    "revertResize": _servers("revert_resize_server", "id"),
-    "os-stop": _servers("stop_server", "id"),
-    "os-start": _servers("start_server", "id"),
-    "lock": _servers("lock_server", "id"),
-    "unlock": _servers("unlock_server", "id"),
-    "suspend": _servers("suspend_server", "id"),
-    "resume": _servers("resume_server", "id"),
-    "pause": _servers("pause_server", "id"),
-    "unpause": _servers("unpause_server", "id"),
-    "os-resetState": _servers("reset_state", "id"),
-    "shelve": _servers("shelve_server", "id"),
-    "unshelve": _servers("unshelve_server", "id"),
-    "shelveOffload": _servers("shelve_offload_server", "id"),
-    "addSecurityGroup": _servers("add_security_group", "id"),
-    "removeSecurityGroup": _servers("remove_security_group", "id"),
-    "createBackup": _servers("create_backup", "id"),
-    "createImage": _client("images", "ImagesClient", "create_image", "id"),
-    "forceDelete": _servers("force_delete_server", "id"),
-    "restore": _servers("restore_soft_deleted_server", "id"),
-    "rescue": _servers("rescue_server", "id"),
-    "unrescue": _servers("unrescue_server", "id"),
-    "evacuate": _servers("evacuate_server", "id"),
-    "changePassword": _servers("change_password", "id"),
-    "os-getVNCConsole": _servers("get_vnc_console", "id"),
-    "addFixedIp": _servers("add_fixed_ip", "id"),
-    "removeFixedIp": _servers("remove_fixed_ip", "id"),
-    "resetNetwork": _servers("reset_network", "id"),
-    "injectNetworkInfo": _servers("inject_network_info", "id"),
+    "os-migrateLive": _SERVERS("live_migrate_server", "id"),
+    "migrate": _SERVERS("migrate_server", "id"),
+    "os-getConsoleOutput": _SERVERS("get_console_output", "id"),
+    "reboot": _SERVERS("reboot_server", "id"),
+    "rebuild": _SERVERS("rebuild_server", "id", image_ref=None),
+    "resize": _SERVERS("resize_server", "id", flavor_ref=None),
+    "confirmResize": _SERVERS("confirm_resize_server", "id"),
+    "revertResize": _SERVERS("revert_resize_server", "id"),
+    "os-stop": _SERVERS("stop_server", "id"),
+    "os-start": _SERVERS("start_server", "id"),
+    "lock": _SERVERS("lock_server", "id"),
+    "unlock": _SERVERS("unlock_server", "id"),
+    "suspend": _SERVERS("suspend_server", "id"),
+    "resume": _SERVERS("resume_server", "id"),
+    "pause": _SERVERS("pause_server", "id"),
+    "unpause": _SERVERS("unpause_server", "id"),
+    "os-resetState": _SERVERS("reset_state", "id"),
+    "shelve": _SERVERS("shelve_server", "id"),
+    "unshelve": _SERVERS("unshelve_server", "id"),
+    "shelveOffload": _SERVERS("shelve_offload_server", "id"),
+    "addSecurityGroup": _SERVERS("add_security_group", "id"),
+    "removeSecurityGroup": _SERVERS("remove_security_group", "id"),
+    "createBackup": _SERVERS("create_backup", "id"),
+    "createImage": _IMAGES("create_image", "id"),
+    "forceDelete": _SERVERS("force_delete_server", "id"),
+    "restore": _SERVERS("restore_soft_deleted_server", "id"),
+    "rescue": _SERVERS("rescue_server", "id"),
+    "unrescue": _SERVERS("unrescue_server", "id"),
+    "evacuate": _SERVERS("evacuate_server", "id"),
+    "changePassword": _SERVERS("change_password", "id"),
+    "os-getVNCConsole": _SERVERS("get_vnc_console", "id"),
+    "addFixedIp": _SERVERS("add_fixed_ip", "id"),
+    "removeFixedIp": _SERVERS("remove_fixed_ip", "id"),
+    "resetNetwork": _SERVERS("reset_network", "id"),
+    "injectNetworkInfo": _SERVERS("inject_network_info", "id"),
 }
 
 _ACTION = object()   # the route of server actions: dispatch on the body
 
 #: (method, path under /compute/v2.1) -> tempest client method
 ROUTES: dict[tuple[str, str], Any] = {
-    ("GET", "/servers"): _client("servers", "ServersClient", "list_servers",
-                                 detail=False),
-    ("GET", "/servers/detail"): _client("servers", "ServersClient",
-                                        "list_servers", detail=True),
-    ("POST", "/servers"): _servers("create_server"),
-    ("GET", "/servers/<id>"): _servers("show_server", "id"),
-    ("PUT", "/servers/<id>"): _servers("update_server", "id"),
-    ("DELETE", "/servers/<id>"): _servers("delete_server", "id"),
+    ("GET", "/servers"): _SERVERS("list_servers", detail=False),
+    ("GET", "/servers/detail"): _SERVERS("list_servers", detail=True),
+    ("POST", "/servers"): _SERVERS("create_server"),
+    ("GET", "/servers/<id>"): _SERVERS("show_server", "id"),
+    ("PUT", "/servers/<id>"): _SERVERS("update_server", "id"),
+    ("DELETE", "/servers/<id>"): _SERVERS("delete_server", "id"),
     ("POST", "/servers/<id>/action"): _ACTION,
-    ("GET", "/servers/<id>/ips"): _servers("list_addresses", "id"),
-    ("GET", "/servers/<id>/ips/<net>"): _servers(
+    ("GET", "/servers/<id>/ips"): _SERVERS("list_addresses", "id"),
+    ("GET", "/servers/<id>/ips/<net>"): _SERVERS(
         "list_addresses_by_network", "id", "net"),
-    ("GET", "/servers/<id>/metadata"): _servers("list_server_metadata", "id"),
-    ("GET", "/servers/<id>/metadata/<key>"): _servers(
+    ("GET", "/servers/<id>/metadata"): _SERVERS("list_server_metadata", "id"),
+    ("GET", "/servers/<id>/metadata/<key>"): _SERVERS(
         "show_server_metadata_item", "id", "key"),
-    ("DELETE", "/servers/<id>/metadata/<key>"): _servers(
+    ("DELETE", "/servers/<id>/metadata/<key>"): _SERVERS(
         "delete_server_metadata_item", "id", "key"),
-    ("GET", "/servers/<id>/os-instance-actions"): _servers(
+    ("GET", "/servers/<id>/os-instance-actions"): _SERVERS(
         "list_instance_actions", "id"),
-    ("GET", "/servers/<id>/os-instance-actions/<req>"): _servers(
+    ("GET", "/servers/<id>/os-instance-actions/<req>"): _SERVERS(
         "show_instance_action", "id", "req"),
-    ("GET", "/servers/<id>/os-interface"): _client(
-        "interfaces", "InterfacesClient", "list_interfaces", "id"),
-    ("GET", "/servers/<id>/os-interface/<port>"): _client(
-        "interfaces", "InterfacesClient", "show_interface", "id", "port"),
-    ("DELETE", "/servers/<id>/os-interface/<port>"): _client(
-        "interfaces", "InterfacesClient", "delete_interface", "id", "port"),
-    ("GET", "/servers/<id>/os-volume_attachments"): _servers(
+    ("GET", "/servers/<id>/os-interface"): _INTERFACES("list_interfaces",
+                                                       "id"),
+    ("GET", "/servers/<id>/os-interface/<port>"): _INTERFACES(
+        "show_interface", "id", "port"),
+    ("DELETE", "/servers/<id>/os-interface/<port>"): _INTERFACES(
+        "delete_interface", "id", "port"),
+    ("GET", "/servers/<id>/os-volume_attachments"): _SERVERS(
         "list_volume_attachments", "id"),
-    ("GET", "/servers/<id>/os-volume_attachments/<vol>"): _servers(
+    ("GET", "/servers/<id>/os-volume_attachments/<vol>"): _SERVERS(
         "show_volume_attachment", "id", "vol"),
-    ("GET", "/servers/<id>/os-security-groups"): _servers(
+    ("GET", "/servers/<id>/os-security-groups"): _SERVERS(
         "list_security_groups_by_server", "id"),
-    ("GET", "/servers/<id>/migrations"): _servers(
+    ("GET", "/servers/<id>/migrations"): _SERVERS(
         "list_in_progress_live_migration", "id"),
-    ("POST", "/servers/<id>/migrations/<mig>/action"): _servers(
+    ("POST", "/servers/<id>/migrations/<mig>/action"): _SERVERS(
         "force_complete_live_migration", "id", "mig"),
-    ("GET", "/servers/<id>/diagnostics"): _servers(
-        "show_server_diagnostics", "id"),
-    ("GET", "/servers/<id>/tags"): _servers("list_tags", "id"),
-    ("GET", "/flavors"): _client("flavors", "FlavorsClient", "list_flavors",
-                                 detail=False),
-    ("GET", "/flavors/detail"): _client("flavors", "FlavorsClient",
-                                        "list_flavors", detail=True),
-    ("GET", "/flavors/<id>"): _client("flavors", "FlavorsClient",
-                                      "show_flavor", "id"),
-    ("GET", "/flavors/<id>/os-extra_specs"): _client(
-        "flavors", "FlavorsClient", "list_flavor_extra_specs", "id"),
-    ("GET", "/flavors/<id>/os-flavor-access"): _client(
-        "flavors", "FlavorsClient", "list_flavor_access", "id"),
-    ("GET", "/os-keypairs"): _client("keypairs", "KeyPairsClient",
-                                     "list_keypairs"),
-    ("POST", "/os-keypairs"): _client("keypairs", "KeyPairsClient",
-                                      "create_keypair"),
-    ("GET", "/os-keypairs/<name>"): _client("keypairs", "KeyPairsClient",
-                                            "show_keypair", "name"),
-    ("DELETE", "/os-keypairs/<name>"): _client("keypairs", "KeyPairsClient",
-                                               "delete_keypair", "name"),
-    ("GET", "/os-hypervisors"): _client("hypervisors", "HypervisorClient",
-                                        "list_hypervisors", detail=False),
-    ("GET", "/os-hypervisors/detail"): _client(
-        "hypervisors", "HypervisorClient", "list_hypervisors", detail=True),
-    ("GET", "/os-hypervisors/statistics"): _client(
-        "hypervisors", "HypervisorClient", "show_hypervisor_statistics"),
-    ("GET", "/os-hypervisors/<id>"): _client(
-        "hypervisors", "HypervisorClient", "show_hypervisor", "id"),
-    ("GET", "/os-hypervisors/<id>/uptime"): _client(
-        "hypervisors", "HypervisorClient", "show_hypervisor_uptime", "id"),
-    ("GET", "/os-hypervisors/<id>/search"): _client(
-        "hypervisors", "HypervisorClient", "search_hypervisor", "id"),
-    ("GET", "/os-hypervisors/<id>/servers"): _client(
-        "hypervisors", "HypervisorClient", "list_servers_on_hypervisor",
-        "id"),
-    ("GET", "/os-server-groups"): _client(
-        "server_groups", "ServerGroupsClient", "list_server_groups"),
-    ("POST", "/os-server-groups"): _client(
-        "server_groups", "ServerGroupsClient", "create_server_group"),
-    ("GET", "/os-server-groups/<id>"): _client(
-        "server_groups", "ServerGroupsClient", "show_server_group", "id"),
-    ("DELETE", "/os-server-groups/<id>"): _client(
-        "server_groups", "ServerGroupsClient", "delete_server_group", "id"),
-    ("GET", "/os-availability-zone"): _client(
-        "availability_zones", "AvailabilityZoneClient",
-        "list_availability_zones", detail=False),
-    ("GET", "/os-availability-zone/detail"): _client(
-        "availability_zones", "AvailabilityZoneClient",
+    ("GET", "/servers/<id>/diagnostics"): _SERVERS("show_server_diagnostics",
+                                                   "id"),
+    ("GET", "/servers/<id>/tags"): _SERVERS("list_tags", "id"),
+    ("GET", "/flavors"): _FLAVORS("list_flavors", detail=False),
+    ("GET", "/flavors/detail"): _FLAVORS("list_flavors", detail=True),
+    ("GET", "/flavors/<id>"): _FLAVORS("show_flavor", "id"),
+    ("GET", "/flavors/<id>/os-extra_specs"): _FLAVORS(
+        "list_flavor_extra_specs", "id"),
+    ("GET", "/flavors/<id>/os-flavor-access"): _FLAVORS(
+        "list_flavor_access", "id"),
+    ("GET", "/os-keypairs"): _KEYPAIRS("list_keypairs"),
+    ("POST", "/os-keypairs"): _KEYPAIRS("create_keypair"),
+    ("GET", "/os-keypairs/<name>"): _KEYPAIRS("show_keypair", "name"),
+    ("DELETE", "/os-keypairs/<name>"): _KEYPAIRS("delete_keypair", "name"),
+    ("GET", "/os-hypervisors"): _HYPERVISORS("list_hypervisors",
+                                             detail=False),
+    ("GET", "/os-hypervisors/detail"): _HYPERVISORS("list_hypervisors",
+                                                    detail=True),
+    ("GET", "/os-hypervisors/statistics"): _HYPERVISORS(
+        "show_hypervisor_statistics"),
+    ("GET", "/os-hypervisors/<id>"): _HYPERVISORS("show_hypervisor", "id"),
+    ("GET", "/os-hypervisors/<id>/uptime"): _HYPERVISORS(
+        "show_hypervisor_uptime", "id"),
+    ("GET", "/os-hypervisors/<id>/search"): _HYPERVISORS(
+        "search_hypervisor", "id"),
+    ("GET", "/os-hypervisors/<id>/servers"): _HYPERVISORS(
+        "list_servers_on_hypervisor", "id"),
+    ("GET", "/os-server-groups"): _GROUPS("list_server_groups"),
+    ("POST", "/os-server-groups"): _GROUPS("create_server_group"),
+    ("GET", "/os-server-groups/<id>"): _GROUPS("show_server_group", "id"),
+    ("DELETE", "/os-server-groups/<id>"): _GROUPS("delete_server_group",
+                                                  "id"),
+    ("GET", "/os-availability-zone"): _ZONES("list_availability_zones",
+                                             detail=False),
+    ("GET", "/os-availability-zone/detail"): _ZONES(
         "list_availability_zones", detail=True),
     ("GET", "/os-migrations"): _client("migrations", "MigrationsClient",
                                        "list_migrations"),
@@ -218,24 +211,19 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("PUT", "/os-services/<id>"): _client("services", "ServicesClient",
                                           "update_service", "id"),
     ("GET", "/limits"): _client("limits", "LimitsClient", "show_limits"),
-    ("GET", "/images"): _client("images", "ImagesClient", "list_images",
-                                detail=False),
-    ("GET", "/images/detail"): _client("images", "ImagesClient",
-                                       "list_images", detail=True),
-    ("GET", "/images/<id>"): _client("images", "ImagesClient", "show_image",
-                                     "id"),
-    ("GET", "/os-quota-sets/<id>"): _client("quotas", "QuotasClient",
-                                            "show_quota_set", "id"),
-    ("GET", "/os-quota-sets/<id>/detail"): _client(
-        "quotas", "QuotasClient", "show_quota_set", "id", detail=True),
-    ("GET", "/os-quota-sets/<id>/defaults"): _client(
-        "quotas", "QuotasClient", "show_default_quota_set", "id"),
+    ("GET", "/images"): _IMAGES("list_images", detail=False),
+    ("GET", "/images/detail"): _IMAGES("list_images", detail=True),
+    ("GET", "/images/<id>"): _IMAGES("show_image", "id"),
+    ("GET", "/os-quota-sets/<id>"): _QUOTAS("show_quota_set", "id"),
+    ("GET", "/os-quota-sets/<id>/detail"): _QUOTAS("show_quota_set", "id",
+                                                   detail=True),
+    ("GET", "/os-quota-sets/<id>/defaults"): _QUOTAS(
+        "show_default_quota_set", "id"),
     ("GET", "/extensions"): _client("extensions", "ExtensionsClient",
                                     "list_extensions"),
-    ("GET", "/os-simple-tenant-usage"): _client(
-        "tenant_usages", "TenantUsagesClient", "list_tenant_usages"),
-    ("GET", "/os-simple-tenant-usage/<id>"): _client(
-        "tenant_usages", "TenantUsagesClient", "show_tenant_usage", "id"),
+    ("GET", "/os-simple-tenant-usage"): _USAGES("list_tenant_usages"),
+    ("GET", "/os-simple-tenant-usage/<id>"): _USAGES("show_tenant_usage",
+                                                     "id"),
     ("GET", "/os-aggregates"): _client("aggregates", "AggregatesClient",
                                        "list_aggregates"),
 }
