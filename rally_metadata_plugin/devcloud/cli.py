@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--boot-seconds", type=float, default=0.3)
     serve.add_argument("--nova-version", default="2.79",
                        help="microversion written into env.json")
+    serve.add_argument("--conformance-log", type=Path, default=None,
+                       help="check every Nova response against tempest's "
+                            "schemas, one JSON line per call into this "
+                            "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
     serve.add_argument("--log-level", default="WARNING")
     sub.add_parser("profiles", help="list the shipped profiles")
     return parser
@@ -64,7 +68,8 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port, hypervisors=args.hypervisors,
         ssh_port=args.ssh_port, ssh_user=args.ssh_user,
         floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
-        nova_version=args.nova_version, users=default_users(args.users))
+        nova_version=args.nova_version, users=default_users(args.users),
+        conformance_log=args.conformance_log)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -45,6 +45,9 @@ class DevCloudConfig:
     :param region: keystone region of every catalog endpoint.
     :param users: the existing users (one admin, one or more users).
     :param hang_limit: how long a ``hang`` outage holds a request at most.
+    :param conformance_log: check every Nova response against tempest's
+        schemas and append the verdicts to this JSON-lines file (needs the
+        ``test`` extra); $RMP_DEVCLOUD_CONFORMANCE when None.
     """
 
     state_dir: Path
@@ -61,6 +64,7 @@ class DevCloudConfig:
     users: tuple[UserSpec, ...] = dataclasses.field(
         default_factory=default_users)
     hang_limit: float = 30.0
+    conformance_log: Path | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

@@ -42,3 +42,9 @@ def devcloud(tmp_path_factory) -> Iterator[DevCloud]:
                                                        outage=(0.3, 0.3))))
     with cloud:
         yield cloud
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _check_nova_conformance(nova_conformance_log):
+    """Every devcloud of the session checks Nova against tempest's schemas."""
+    return nova_conformance_log
