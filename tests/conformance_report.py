@@ -6,7 +6,6 @@ import pytest
 from rally_metadata_plugin.devcloud.api import conformance
 
 
-@pytest.mark.xfail(strict=True, reason="devcloud fixes pending")
 @pytest.mark.conformance_report
 def test_every_nova_response_of_the_session_conforms(nova_conformance_log):
     summary = conformance.summarize(conformance.load(nova_conformance_log))

@@ -21,13 +21,7 @@ from rally_metadata_plugin.devcloud.api import conformance
 #: 2.1: rally's default without api_info; 2.24/2.25: the os-migrateLive
 #: body changes; 2.30: host with force; 2.53: hypervisor uuids; 2.79: the
 #: devcloud's env.json; 2.90 and 2.96: newest views the devcloud serves
-PENDING = pytest.mark.xfail(strict=True, reason="devcloud fixes pending")
-MICROVERSIONS = ["2.1", "2.24", "2.25",
-                 pytest.param("2.30", marks=PENDING),
-                 pytest.param("2.53", marks=PENDING),
-                 pytest.param("2.79", marks=PENDING),
-                 pytest.param("2.90", marks=PENDING),
-                 pytest.param("2.96", marks=PENDING)]
+MICROVERSIONS = ["2.1", "2.24", "2.25", "2.30", "2.53", "2.79", "2.90", "2.96"]
 
 
 # -- the checker itself -------------------------------------------------------------
