@@ -357,9 +357,23 @@ def consecutive_successes_at_end(records: Sequence[ProbeRecord]) -> int:
 def first_healthy_streak(
     records: Sequence[ProbeRecord], needed: int, after: float = float("-inf")
 ) -> Optional[ProbeRecord]:
-    """The probe completing the first run of ``needed`` good probes after ``after``."""
+    """The probe completing the first run of ``needed`` good probes started after ``after``.
+
+    ``records`` are in sequence order, as :class:`MeterLog` keeps them.  Probes
+    overlap and each writes its record when it finishes, so a log read while
+    probes are in flight can lack a sequence number whose probe may yet fail.
+    A run counts only when its sequence numbers are consecutive and no probe
+    that may have started after ``after`` is missing before it: then the
+    answer is final, it never changes as the missing records arrive.  (A
+    missing probe numbered below a record that started before ``after``
+    started before ``after`` too, and does not matter.)
+    """
     streak = 0
+    previous = 0  # sequence numbers start at 1
     for record in records:
+        if record.seq != previous + 1 and record.start >= after:
+            return None  # a probe in flight may break or complete a run here
+        previous = record.seq
         if record.start < after:
             continue
         streak = streak + 1 if record.ok else 0
