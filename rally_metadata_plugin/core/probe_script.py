@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shlex
 
 METADATA_HOST = "169.254.169.254"
@@ -49,8 +50,26 @@ EXIT_NO_EXPECTATION = 4
 
 
 def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
-    """The metadata URL over IPv6 link-local, scoped to ``interface``."""
+    """The metadata URL over IPv6 link-local, scoped to ``interface``.
+
+    The zone is written ``%25`` as RFC 6874 says; see :func:`wget_url` for
+    the form busybox wget needs.
+    """
     return f"http://[fe80::a9fe:a9fe%25{interface}]{path}"
+
+
+_ENCODED_ZONE = re.compile(r"^(?P<head>https?://\[[^\]/]*?)%25(?P<tail>[^\]/]*\])")
+
+
+def wget_url(url: str) -> str:
+    """``url`` with a raw ``%`` before the zone of an IPv6 literal host.
+
+    curl decodes ``[fe80::a9fe:a9fe%25eth0]`` (and accepts a raw ``%``);
+    busybox wget hands the bracketed host to the resolver undecoded and fails
+    with "bad address" on ``%25``, but resolves ``fe80::a9fe:a9fe%eth0``.
+    Anything else in the URL is left as it is.
+    """
+    return _ENCODED_ZONE.sub(r"\g<head>%\g<tail>", url, count=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +164,7 @@ _SCRIPT_TEMPLATE = r"""#!/bin/sh
 # rally-metadata-plugin guest meter, log format {version}.
 # Probes a metadata URL on a fixed schedule and logs one line per probe.
 URL={url}
+WGET_URL={wget_url}
 EXPECT={expect}
 INTERVAL={interval}
 FAST_INTERVAL={fast_interval}
@@ -246,7 +266,7 @@ probe() {{
         else reason=ok
         fi
     else
-        $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL" 2>"$out.err"
+        $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$WGET_URL" 2>"$out.err"
         rc=$?
         now
         if [ "$rc" -eq 0 ]; then
@@ -304,6 +324,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
     return _SCRIPT_TEMPLATE.format(
         version=LOG_FORMAT_VERSION,
         url=quote(settings.url),
+        wget_url=quote(wget_url(settings.url)),
         expect=quote(settings.expect),
         interval=_seconds(settings.interval),
         fast_interval=_seconds(settings.fast_interval),

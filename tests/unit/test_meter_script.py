@@ -261,3 +261,29 @@ def test_wget_success_after_the_timeout_is_a_failure(timeout, late):
     text = script.render_probe_script(ProbeSettings(timeout=timeout,
                                                     connect_timeout=min(0.5, timeout)))
     assert f'[ $(( CS - c0 )) -ge {late} ] && reason=wget:timeout' in text
+
+
+# -- IPv6 link-local URLs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url,for_wget", [
+    ("http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json",
+     "http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json"),
+    ("http://[fe80::a9fe:a9fe%25ens3]:8080/x%25y", "http://[fe80::a9fe:a9fe%ens3]:8080/x%25y"),
+    ("http://[fe80::a9fe:a9fe%eth0]/", "http://[fe80::a9fe:a9fe%eth0]/"),
+    ("http://[fd00::1]/latest/meta-data/hostname", "http://[fd00::1]/latest/meta-data/hostname"),
+    ("http://169.254.169.254/a%25b", "http://169.254.169.254/a%25b"),
+])
+def test_wget_url_decodes_only_the_zone_separator(url, for_wget):
+    assert script.wget_url(url) == for_wget
+
+
+def test_ipv6_url_is_rendered_in_the_form_each_tool_accepts():
+    """busybox wget does not decode %25 in the host ("bad address"); curl does."""
+    text = script.render_probe_script(ProbeSettings(url=script.ipv6_metadata_url("eth0")))
+    assert "URL='http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json'\n" in text
+    assert "WGET_URL='http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json'\n" in text
+    probe = text[text.index("probe() {"):]
+    assert '-m "$TIMEOUT" "$URL"' in probe  # curl
+    assert '$WGET_LIMIT "$WGET_URL"' in probe
+    assert 'wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL"' not in probe
