@@ -103,6 +103,10 @@ def explain_no_baseline(log: analysis.MeterLog, needed: int, waited: float, url:
         if detail.startswith("no-http-client"):
             return ("The guest meter cannot probe: neither curl nor wget is installed in the "
                     "image. Use an image with curl or busybox wget (CirrOS has both).")
+        if detail.startswith("no-probe-bound"):
+            return ("The guest meter cannot bound its probes in time: this busybox wget "
+                    "crashes on -T and the timeout applet does not work either. Set the "
+                    "scenario's http_tool to curl (CirrOS ships it).")
         return f"The guest meter gave up: {detail}."
     records = log.records
     if not records:

@@ -47,6 +47,8 @@ LOG_FORMAT_VERSION = 1
 EXIT_NO_HTTP_CLIENT = 3
 #: Exit status when no expected content could be determined.
 EXIT_NO_EXPECTATION = 4
+#: Exit status when wget cannot be bounded in time (no -T, no usable timeout).
+EXIT_NO_PROBE_BOUND = 5
 
 
 def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
@@ -215,8 +217,17 @@ if [ "$TOOL" = wget ]; then
     # wget retries a timed-out request 20 times (with back-off): one try only.
     is_busybox_wget || WGET_QUIET="-nv --tries=1"
     # Some busybox builds crash on -T; bound the probe with timeout instead.
+    # busybox before 1.30 (CirrOS 0.5) only knows "timeout -t SECS PROG".
     wget -q -T 1 -O /dev/null http://127.0.0.1:9/ >/dev/null 2>&1
-    if [ $? -ge 128 ]; then WGET_LIMIT=; WGET_GUARD="timeout $WGET_TIMEOUT"; fi
+    if [ $? -ge 128 ]; then
+        WGET_LIMIT=
+        if timeout 1 true >/dev/null 2>&1; then WGET_GUARD="timeout $WGET_TIMEOUT"
+        elif timeout -t 1 true >/dev/null 2>&1; then WGET_GUARD="timeout -t $WGET_TIMEOUT"
+        else
+            event fatal "no-probe-bound wget crashes on -T and timeout does not work"
+            exit {exit_no_bound}
+        fi
+    fi
 fi
 if [ -z "$EXPECT" ]; then
     read -r EXPECT </proc/sys/kernel/hostname 2>/dev/null || EXPECT=
@@ -344,6 +355,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
         late_centis=max(1, int(math.ceil(settings.timeout * 100)) - 1),
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
+        exit_no_bound=EXIT_NO_PROBE_BOUND,
     )
 
 

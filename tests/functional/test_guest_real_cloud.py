@@ -81,3 +81,76 @@ def test_ipv6_link_local_metadata(link_local_metadata, make_guest, expect_text, 
     assert f"tool={chosen} " in log.events[0].detail, log
     assert len(log.records) >= 5, log
     assert {r.reason for r in log.records} == {"ok"}, log
+
+
+# -- busybox before 1.30: "timeout -t SECS" ---------------------------------------------
+
+#: busybox 1.29's timeout applet (CirrOS 0.5): only ``-t SECS [-s SIG] PROG ARGS``.
+OLD_TIMEOUT = """#!{busybox} sh
+usage() {{
+    echo "BusyBox v1.29.3 (2019-01-01) multi-call binary." >&2
+    echo "Usage: timeout [-t SECS] [-s SIG] PROG ARGS" >&2
+    exit 1
+}}
+[ "$1" = -t ] && [ -n "$2" ] || usage
+secs=$2; shift 2
+sig=TERM
+if [ "$1" = -s ]; then sig=$2; shift 2; fi
+[ $# -gt 0 ] || usage
+exec {busybox} timeout -s "$sig" "$secs" "$@"
+"""
+#: A timeout that never works, whatever the syntax.
+BROKEN_TIMEOUT = """#!{busybox} sh
+echo "timeout: applet not found" >&2
+exit 127
+"""
+#: A busybox wget build that crashes on -T (so the meter bounds it with timeout).
+WGET_CRASHING_ON_T = """#!{busybox} sh
+for arg; do [ "$arg" = -T ] && kill -SEGV $$; done
+exec {busybox} wget "$@"
+"""
+
+
+def install_shim(guest, name, text):
+    path = guest.bin / name
+    path.unlink()
+    path.write_text(text.format(busybox=guest_env.BUSYBOX))
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+@pytest.mark.parametrize("timeout_applet", ["busybox-1.29", "busybox-1.35"])
+def test_wget_bounded_by_either_timeout_syntax(make_server, make_guest, expect_text, shell,
+                                               timeout_applet):
+    server = make_server(expect_text + "\n")
+    guest = make_guest(shell, ("wget",))
+    install_shim(guest, "wget", WGET_CRASHING_ON_T)
+    if timeout_applet == "busybox-1.29":
+        install_shim(guest, "timeout", OLD_TIMEOUT)
+        assert guest.sh("timeout 1 true", check=False).returncode == 1
+        assert guest.sh("timeout -t 1 true", check=False).returncode == 0
+    settings = guest.settings(url=server.url(), expect=expect_text, tool="wget", interval=0.1,
+                              duration=1.0)
+    result = guest.run_foreground(settings, timeout=15)
+    assert result.returncode == 0, result
+    log = analysis.parse_log(guest.log_text(settings))
+    assert len(log.records) >= 5 and {r.reason for r in log.records} == {"ok"}, log
+    # A hanging service: every probe is still cut off after the whole-second timeout.
+    server.mode = "hang"
+    result = guest.run_foreground(settings, timeout=15)
+    assert result.returncode == 0, result
+    log = analysis.parse_log(guest.log_text(settings))
+    assert log.records and {r.reason for r in log.records} == {"wget:timeout"}, log
+    assert all(r.end - r.start < settings.wget_timeout + 0.5 for r in log.records), log
+
+
+def test_no_usable_timeout_is_fatal(make_guest):
+    guest = make_guest("busybox", ("wget",))
+    install_shim(guest, "wget", WGET_CRASHING_ON_T)
+    install_shim(guest, "timeout", BROKEN_TIMEOUT)
+    settings = guest.settings(url="http://127.0.0.1:9/", expect="x", tool="wget")
+    result = guest.run_foreground(settings, timeout=10)
+    assert result.returncode == script.EXIT_NO_PROBE_BOUND, result
+    log = analysis.parse_log(guest.log_text(settings))
+    assert log.fatal is not None and log.fatal.startswith("no-probe-bound"), log
+    assert log.records == ()

@@ -195,6 +195,13 @@ def test_explain_missing_http_client_and_silent_meter():
     assert "wrote no probe" in guest.explain_no_baseline(analysis.parse_log(""), 5, 60, "u")
 
 
+def test_explain_wget_without_any_time_bound():
+    log = analysis.parse_log("#fatal 1.0 no-probe-bound wget crashes on -T and timeout "
+                             "does not work\n")
+    message = guest.explain_no_baseline(log, 5, 1, "http://x/")
+    assert "crashes on -T" in message and "http_tool" in message and "curl" in message
+
+
 # -- scripted SSH: failures the real shell cannot easily produce --------------
 
 

@@ -287,3 +287,16 @@ def test_ipv6_url_is_rendered_in_the_form_each_tool_accepts():
     assert '-m "$TIMEOUT" "$URL"' in probe  # curl
     assert '$WGET_LIMIT "$WGET_URL"' in probe
     assert 'wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL"' not in probe
+
+
+def test_timeout_guard_detects_the_old_busybox_syntax():
+    """busybox < 1.30 (CirrOS 0.5) only takes "timeout -t SECS PROG": try both, modern first."""
+    text = script.render_probe_script(ProbeSettings(timeout=2.5, connect_timeout=0.5))
+    modern = text.index('if timeout 1 true >/dev/null 2>&1; then WGET_GUARD="timeout $WGET_TIMEOUT"')
+    old = text.index('elif timeout -t 1 true >/dev/null 2>&1; then '
+                     'WGET_GUARD="timeout -t $WGET_TIMEOUT"')
+    fatal = text.index('event fatal "no-probe-bound ')
+    assert modern < old < fatal < text.index('probe "$seq" &')
+    assert f"exit {script.EXIT_NO_PROBE_BOUND}\n" in text
+    assert 'WGET_GUARD="timeout $WGET_TIMEOUT"; fi' not in text
+
