@@ -185,6 +185,12 @@ class GuestMeter:
         settings = self.settings
         status, _, err = self._exec(script.install_command(settings),
                                     stdin=script.render_probe_script(settings))
+        if status == script.EXIT_METER_BUSY:
+            raise GuestError(
+                f"{err.strip()}: two meters in one directory overwrite each other's log. "
+                f"Stop that meter (kill -TERM -PID in the guest) or give the scenario "
+                f"another workdir."
+            )
         if status != 0:
             raise GuestError(
                 f"Could not install the meter script in {settings.workdir} (exit {status}: "

@@ -49,6 +49,8 @@ EXIT_NO_HTTP_CLIENT = 3
 EXIT_NO_EXPECTATION = 4
 #: Exit status when wget cannot be bounded in time (no -T, no usable timeout).
 EXIT_NO_PROBE_BOUND = 5
+#: Exit status when another live meter holds the workdir (install and script).
+EXIT_METER_BUSY = 6
 
 
 def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
@@ -182,8 +184,21 @@ SLOTS={slots}
 DURATION={duration}
 
 mkdir -p {workdir} || exit 1
+# The meter runs in its workdir: that tells it from a process that took over
+# the pid of a meter long gone (see meter_alive).
+cd {workdir} || exit 1
+{meter_alive}
+# One meter per workdir: claim the pid file atomically (noclobber); a pid
+# file whose meter is gone is stale and taken over.
+if ! ( set -C; echo $$ >"$PIDFILE" ) 2>/dev/null; then
+    read -r other _ <"$PIDFILE" 2>/dev/null || other=
+    if [ "$other" != $$ ] && meter_alive "$other"; then
+        {report_busy}
+        exit {exit_busy}
+    fi
+    echo $$ >"$PIDFILE"
+fi
 exec 3>>"$LOG"
-echo $$ >"$PIDFILE"
 
 now() {{ read -r NOW _ </proc/uptime; }}
 # CS = an uptime value in centiseconds (two decimals; no leading zeros).
@@ -356,6 +371,9 @@ def render_probe_script(settings: ProbeSettings) -> str:
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
         exit_no_bound=EXIT_NO_PROBE_BOUND,
+        exit_busy=EXIT_METER_BUSY,
+        meter_alive=_meter_alive_function(settings),
+        report_busy=_report_busy(settings, "$other"),
     )
 
 
@@ -364,12 +382,43 @@ def render_probe_script(settings: ProbeSettings) -> str:
 # step.  They only use POSIX sh and busybox applets.
 
 
+def _meter_alive_function(settings: ProbeSettings) -> str:
+    """Defines the sh function ``meter_alive PID``: PID is this workdir's running meter.
+
+    A pid file outlives a killed meter, and its pid may then belong to any
+    process.  The meter runs in its workdir, so a process counts only when
+    its working directory is the workdir (builtins only: no process spawned;
+    a zombie has no working directory).
+    """
+    return (
+        'meter_alive() { case $1 in ""|*[!0-9]*) return 1 ;; esac; '
+        f'[ "/proc/$1/cwd" -ef {shlex.quote(settings.workdir)} ]; }}'
+    )
+
+
+def _report_busy(settings: ProbeSettings, pid: str) -> str:
+    """A sh command saying on stderr that meter ``pid`` (a sh word) holds the workdir."""
+    return (f"printf 'Another guest meter (pid %s) is running in %s\\n' {pid} "
+            f"{shlex.quote(settings.workdir)} >&2")
+
+
 def install_command(settings: ProbeSettings) -> str:
-    """Read the script from stdin into place, starting from an empty log."""
+    """Read the script from stdin into place, starting from an empty log.
+
+    Refuses (exit :data:`EXIT_METER_BUSY`, a sentence on stderr) while
+    another live meter holds the workdir, before its log and pid file are
+    removed: two meters would overwrite each other's.  (Rewriting the script
+    file does not disturb a running meter: the shell has parsed its loop.)
+    """
     q = shlex.quote
+    pidfile = q(settings.pid_path)
+    refuse = f"{_report_busy(settings, '$p')}; exit {EXIT_METER_BUSY}"
     return (
         f"mkdir -p {q(settings.workdir)} && cat >{q(settings.script_path)} && "
-        f"rm -f {q(settings.log_path)} {q(settings.pid_path)} {q(settings.fast_flag_path)}"
+        f"{{ {_meter_alive_function(settings)}; p=; "
+        f"[ -s {pidfile} ] && read -r p _ <{pidfile}; if meter_alive \"$p\"; then "
+        f"{refuse}; fi; }} && "
+        f"rm -f {q(settings.log_path)} {pidfile} {q(settings.fast_flag_path)}"
     )
 
 

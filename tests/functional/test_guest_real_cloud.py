@@ -8,6 +8,8 @@ Each runs the rendered script in a fake CirrOS guest (``guest_env.Guest``).
 from __future__ import annotations
 
 import http.server
+import os
+import pathlib
 import socket
 import threading
 
@@ -154,3 +156,49 @@ def test_no_usable_timeout_is_fatal(make_guest):
     log = analysis.parse_log(guest.log_text(settings))
     assert log.fatal is not None and log.fatal.startswith("no-probe-bound"), log
     assert log.records == ()
+
+
+# -- one meter per workdir ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_a_live_meter_keeps_its_workdir(make_server, make_guest, expect_text, shell):
+    server = make_server(expect_text + "\n")
+    guest = make_guest(shell, ("wget",))
+    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.1)
+    pid = guest.start(settings)
+    guest.wait_for_good_probes(settings, count=2)
+
+    # Installing again is refused before the log or pid file is touched.
+    other = guest.settings(url=server.url(), expect="another", interval=0.1)
+    result = guest.sh(script.install_command(other), input=script.render_probe_script(other),
+                      check=False)
+    assert result.returncode == script.EXIT_METER_BUSY, result
+    assert f"Another guest meter (pid {pid}) is running in {settings.workdir}" in result.stderr
+    # Running the script by hand is refused too, without writing to the log.
+    result = guest.sh(f"sh {settings.script_path}", timeout=10, check=False)
+    assert result.returncode == script.EXIT_METER_BUSY, result
+    assert f"pid {pid}" in result.stderr
+    assert pathlib.Path(settings.pid_path).read_text().strip() == str(pid)
+    text = guest.stop(settings)
+    log = analysis.parse_log(text)
+    assert [e.name for e in log.events] == ["start", "stop"], text
+    assert log.skipped_lines == 0 and all(r.ok for r in log.records), text
+
+
+@pytest.mark.parametrize("holder", ["gone", "not-a-meter"])
+def test_a_stale_pid_file_does_not_block(make_server, make_guest, expect_text, holder):
+    server = make_server(expect_text + "\n")
+    guest = make_guest("busybox", ("wget",))
+    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.1)
+    if holder == "gone":
+        done = guest.sh("sh -c 'echo $$'")
+        stale = int(done.stdout)
+    else:
+        stale = os.getpid()  # alive, but not a meter
+    pathlib.Path(settings.workdir).mkdir(parents=True)
+    pathlib.Path(settings.pid_path).write_text(f"{stale}\n")
+    pid = guest.start(settings)
+    assert pid != stale
+    guest.wait_for_good_probes(settings, count=2)
+    guest.stop(settings)

@@ -355,3 +355,30 @@ def test_paramiko_exec_timeout_becomes_guest_error():
     ssh._get_client.return_value = client
     with pytest.raises(guest.GuestError, match="within 2 s"):
         guest.GuestMeter(ssh, script.ProbeSettings(expect="x"))._exec("sleep 9", timeout=2)
+
+
+def test_second_meter_in_the_same_workdir_is_refused(service, tmp_path):
+    """Two meters in one workdir would overwrite each other's log and pid file."""
+    settings = settings_for(service, tmp_path)
+    with meter_for(LocalShell(), settings) as first:
+        pid = first.start()
+        second = meter_for(LocalShell(), settings)
+        with pytest.raises(guest.GuestError) as error:
+            with second:
+                second.start()
+        message = str(error.value)
+        assert f"Another guest meter (pid {pid}) is running in {settings.workdir}" in message
+        assert "workdir" in message
+        # The first meter was left alone: same pid file, its log still growing.
+        assert alive(pid)
+        with open(settings.pid_path) as pidfile:
+            assert pidfile.read().strip() == str(pid)
+        grown = len(first.read().log.records)
+        time.sleep(0.2)
+        assert len(first.read().log.records) > grown
+        first.stop()
+    # A pid file left by a meter that is gone does not block a new one.
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(f"{pid}\n")
+    with meter_for(LocalShell(), settings) as third:
+        assert third.start() != pid
