@@ -466,3 +466,14 @@ def test_cleanup_whatever_fails(step):
         assert any(line.startswith("The iteration failed") for line in notes["data"])
     names = [a["name"] for a in scenario.atomic_actions()]
     assert all(re.fullmatch(r"[a-z]+\.[a-z_]+", n) for n in names)
+
+
+def test_workdir_argument_reaches_the_meter():
+    cloud = FakeCloud()
+    with mock.patch.object(sc.guest_meter, "GuestMeter", wraps=guest.GuestMeter) as meter_cls:
+        _, error = run(cloud, migrations=1, workdir="/var/tmp/rally-meter")
+        assert error is None, error
+        assert meter_cls.call_args[0][1].workdir == "/var/tmp/rally-meter"
+        run(cloud, migrations=1)
+        assert meter_cls.call_args[0][1].workdir == \
+            "/tmp/rally-metadata-meter-" + cloud.servers[-1].id[:8]
