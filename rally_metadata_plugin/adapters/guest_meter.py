@@ -59,13 +59,38 @@ class BaselineError(GuestError):
     """The metadata service never answered correctly before migrating."""
 
 
+class _LogText:
+    """The complete lines of the guest log read so far, in the pieces they came in.
+
+    Joining a long log on every poll would cost what re-reading it did; a
+    snapshot keeps a view of the pieces up to its read instead, and joins
+    them only when asked for its text.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+
+    def view(self) -> Callable[[], str]:
+        """The text as it is now, built on demand (pieces are only ever appended)."""
+        count = len(self._pieces)
+        return lambda: "".join(self._pieces[:count])
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """The log as read at one moment, with the guest clock at that moment."""
 
-    text: str
     log: analysis.MeterLog
     clock: clocklib.ClockSample
+    _text: Callable[[], str] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The log's complete lines as read (a half-written last line is left out)."""
+        return self._text()
 
     @property
     def guest_time(self) -> float:
@@ -156,6 +181,10 @@ class GuestMeter:
         #: The log as printed by the final stop (None until stopped).
         self.final_log: Optional[str] = None
         self.last_snapshot: Optional[Snapshot] = None
+        # What was read of the log so far: its size in bytes, parsed and as text.
+        self._offset = 0
+        self._parser = analysis.LogParser()
+        self._text = _LogText()
 
     # -- life cycle ---------------------------------------------------------
 
@@ -233,12 +262,24 @@ class GuestMeter:
     # -- reading ------------------------------------------------------------
 
     def read(self, timeout: Optional[float] = None) -> Snapshot:
-        """The current log and a guest clock sample taken in the same command."""
+        """The log so far and a guest clock sample taken in the same command.
+
+        Only what the meter appended since the previous read crosses the
+        network and is parsed; a half-written last line is read again next
+        time.  (Offsets count the bytes of the decoded text: the meter
+        writes ASCII.)
+        """
         before = self._clock()
-        status, out, err = self._exec(script.read_log_command(self.settings), timeout=timeout)
+        _, out, _ = self._exec(script.poll_command(self.settings, self._offset), timeout=timeout)
         after = self._clock()
-        first, _, text = out.partition("\n")
-        snapshot = Snapshot(text, analysis.parse_log(text), self._sample(first, before, after))
+        reply = script.parse_poll_reply(out)
+        clock = self._sample(reply.uptime, before, after)
+        complete = reply.data[:reply.data.rfind("\n") + 1]
+        if complete:
+            self._parser.feed(complete)
+            self._text.append(complete)
+            self._offset += len(complete.encode("utf-8"))
+        snapshot = Snapshot(self._parser.log, clock, self._text.view())
         self.last_snapshot = snapshot
         return snapshot
 

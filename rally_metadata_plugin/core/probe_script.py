@@ -34,6 +34,7 @@ import dataclasses
 import math
 import re
 import shlex
+from typing import Optional
 
 METADATA_HOST = "169.254.169.254"
 #: The instance's own hostname as served by the metadata service (EC2 API).
@@ -396,6 +397,12 @@ def _meter_alive_function(settings: ProbeSettings) -> str:
     )
 
 
+def _read_pid(settings: ProbeSettings) -> str:
+    """Sets ``p`` to the pid in the pid file, or to nothing."""
+    pidfile = shlex.quote(settings.pid_path)
+    return f"p=; [ -s {pidfile} ] && read -r p _ <{pidfile}"
+
+
 def _report_busy(settings: ProbeSettings, pid: str) -> str:
     """A sh command saying on stderr that meter ``pid`` (a sh word) holds the workdir."""
     return (f"printf 'Another guest meter (pid %s) is running in %s\\n' {pid} "
@@ -415,9 +422,8 @@ def install_command(settings: ProbeSettings) -> str:
     refuse = f"{_report_busy(settings, '$p')}; exit {EXIT_METER_BUSY}"
     return (
         f"mkdir -p {q(settings.workdir)} && cat >{q(settings.script_path)} && "
-        f"{{ {_meter_alive_function(settings)}; p=; "
-        f"[ -s {pidfile} ] && read -r p _ <{pidfile}; if meter_alive \"$p\"; then "
-        f"{refuse}; fi; }} && "
+        f"{{ {_meter_alive_function(settings)}; {_read_pid(settings)}; "
+        f"if meter_alive \"$p\"; then {refuse}; fi; }} && "
         f"rm -f {q(settings.log_path)} {pidfile} {q(settings.fast_flag_path)}"
     )
 
@@ -459,8 +465,58 @@ def stop_command(settings: ProbeSettings) -> str:
 
 
 def read_log_command(settings: ProbeSettings) -> str:
-    """Print the log while the meter keeps running (uptime on the first line)."""
+    """Print the whole log while the meter keeps running (uptime on the first line).
+
+    For tools and tests; the controller polls with :func:`poll_command`.
+    """
     return f"cat /proc/uptime; cat {shlex.quote(settings.log_path)} 2>/dev/null; true"
+
+
+#: What :func:`poll_command` says about the meter process.
+METER_ALIVE = "alive"
+METER_GONE = "gone"
+METER_NO_PID = "no-pid"
+
+
+def poll_command(settings: ProbeSettings, offset: int) -> str:
+    """Sample the guest clock, check the meter, print the log from byte ``offset`` on.
+
+    One round trip per poll, and it transfers only what the meter appended
+    since the controller's last read (``offset`` 0: the whole log), so a
+    long run does not cost more per poll as the log grows.  Output, see
+    :func:`parse_poll_reply`: the ``/proc/uptime`` line; ``alive PID``,
+    ``gone PID`` or ``no-pid -``; then the log's bytes from ``offset`` on.
+    """
+    return (
+        f"cat /proc/uptime; {_meter_alive_function(settings)}; {_read_pid(settings)}; "
+        f'if meter_alive "$p"; then echo "{METER_ALIVE} $p"; '
+        f'elif [ -n "$p" ]; then echo "{METER_GONE} $p"; else echo "{METER_NO_PID} -"; fi; '
+        f"tail -c +{int(offset) + 1} {shlex.quote(settings.log_path)} 2>/dev/null; true"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PollReply:
+    """The output of :func:`poll_command`, split up."""
+
+    #: The ``/proc/uptime`` line as printed.
+    uptime: str
+    #: :data:`METER_ALIVE`, :data:`METER_GONE`, :data:`METER_NO_PID`, or ""
+    #: when the output was cut short.
+    meter: str
+    pid: Optional[int]
+    #: The log from the requested offset on; its last line may be incomplete.
+    data: str
+
+
+def parse_poll_reply(out: str) -> PollReply:
+    """Split the output of :func:`poll_command`; never raises."""
+    uptime, _, rest = out.partition("\n")
+    state, _, data = rest.partition("\n")
+    meter, _, pid = state.partition(" ")
+    if meter not in (METER_ALIVE, METER_GONE, METER_NO_PID):
+        meter = ""
+    return PollReply(uptime, meter, int(pid) if pid.isdigit() else None, data)
 
 
 def fast_mode_command(settings: ProbeSettings, enabled: bool) -> str:

@@ -12,10 +12,12 @@ import os
 import pathlib
 import socket
 import threading
+import time
 
 import pytest
 
 import guest_env
+from rally_metadata_plugin.adapters import guest_meter
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
 
@@ -202,3 +204,60 @@ def test_a_stale_pid_file_does_not_block(make_server, make_guest, expect_text, h
     assert pid != stale
     guest.wait_for_good_probes(settings, count=2)
     guest.stop(settings)
+
+
+# -- the controller's reads --------------------------------------------------------------
+
+
+class GuestShell:
+    """Stands in for rally's sshutils.SSH: runs each command with the guest's sh."""
+
+    host = "fake-guest"
+
+    def __init__(self, guest):
+        self.guest = guest
+        self.received = 0
+        self.closed = 0
+
+    def execute(self, cmd, stdin=None, timeout=3600):
+        result = self.guest.sh(cmd, input=stdin, timeout=timeout, check=False)
+        self.received += len(result.stdout.encode())
+        return result.returncode, result.stdout, result.stderr
+
+    def close(self):
+        self.closed += 1
+
+
+def start_meter(guest, settings, **kwargs):
+    """A GuestMeter on ``guest``, started; the guest cleans up its process group."""
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("start_timeout", 5)
+    meter = guest_meter.GuestMeter(GuestShell(guest), settings, fast_exec=False, **kwargs)
+    pid = meter.start()
+    guest.pids.append(pid)
+    guest_env.REAPER.watch(pid)
+    return meter, pid
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_controller_reads_the_real_log_incrementally(make_server, make_guest, expect_text,
+                                                     shell):
+    server = make_server(expect_text + "\n")
+    guest = make_guest(shell, ("wget",))
+    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.05)
+    meter, _ = start_meter(guest, settings)
+    with meter:
+        meter.wait_for_baseline(3, timeout=10)
+        sizes = []
+        for _ in range(8):
+            time.sleep(0.25)
+            before = meter.ssh.received
+            snapshot = meter.read()
+            sizes.append(meter.ssh.received - before)
+        text = meter.stop()
+    # About 5 records of ~30 bytes per poll, however long the log has grown.
+    assert max(sizes) < 600, sizes
+    assert len(text) > 3 * max(sizes)
+    assert text.startswith(snapshot.text)
+    assert set(snapshot.log.records) <= set(analysis.parse_log(text).records)
+    assert snapshot.log.skipped_lines == 0

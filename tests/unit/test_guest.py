@@ -14,7 +14,7 @@ from rally_metadata_plugin.adapters import guest_meter as guest
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
 
-from guest_commands import command_kind
+from guest_commands import command_kind, poll_answer
 
 UUID = "0b7f2a1e-6c4d-4a8e-9d0f-1234567890ab"
 
@@ -226,9 +226,11 @@ class ScriptedSSH:
         rule = self.rules[kind]
         if isinstance(rule, Exception):
             raise rule
-        if callable(rule):
-            return rule()
-        return rule
+        answer = rule() if callable(rule) else rule
+        if kind == "read":  # rules give the uptime and the whole log
+            status, out, err = answer
+            return status, poll_answer(cmd, out), err
+        return answer
 
 
 def scripted_meter(ssh, **kw):
@@ -382,3 +384,71 @@ def test_second_meter_in_the_same_workdir_is_refused(service, tmp_path):
         pidfile.write(f"{pid}\n")
     with meter_for(LocalShell(), settings) as third:
         assert third.start() != pid
+
+
+# -- incremental reads ------------------------------------------------------------------
+
+
+class CountingShell(LocalShell):
+    """A LocalShell that counts the bytes each command sends back."""
+
+    def __init__(self):
+        super().__init__()
+        self.received = []
+
+    def execute(self, cmd, stdin=None, timeout=3600):
+        status, out, err = super().execute(cmd, stdin, timeout)
+        self.received.append(len(out.encode()) + len(err.encode()))
+        return status, out, err
+
+
+def record_line(seq):
+    return "%d %.2f %.2f P ok\n" % (seq, 100 + seq * 0.05, 100.01 + seq * 0.05)
+
+
+@pytest.fixture
+def meter_stand_in(tmp_path):
+    """Settings whose pid file names a live process in the workdir, as a running meter."""
+    settings = script.ProbeSettings(expect="x", workdir=str(tmp_path / "meter"), duration=60)
+    os.makedirs(settings.workdir)
+    holder = subprocess.Popen(["sleep", "60"], cwd=settings.workdir)
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(f"{holder.pid}\n")
+    yield settings
+    holder.kill()
+    holder.wait()
+
+
+def test_reads_transfer_only_what_is_new(meter_stand_in):
+    """Polling a long log costs what was appended since the last poll, not the log's size."""
+    settings = meter_stand_in
+    with open(settings.log_path, "w") as log:
+        log.write("#start 100.00 v=1 tool=curl\n")
+        log.writelines(record_line(seq) for seq in range(1, 20001))
+    shell = CountingShell()
+    meter = meter_for(shell, settings)
+    assert len(meter.read().log.records) == 20000
+    per_poll = []
+    seq = 20000
+    for round in range(10):
+        with open(settings.log_path, "a") as log:
+            for _ in range(5):
+                seq += 1
+                log.write(record_line(seq))
+            if round % 3 == 1:
+                log.write(record_line(seq + 1)[:9])  # a record still being written
+        shell.received.clear()
+        snapshot = meter.read()
+        per_poll.append(sum(shell.received))
+        assert [r.seq for r in snapshot.log.records[-5:]] == list(range(seq - 4, seq + 1))
+        if round % 3 == 1:
+            with open(settings.log_path, "a") as log:
+                seq += 1
+                log.write(record_line(seq)[9:])
+    # Uptime, meter state and 5 or 6 records of 27 bytes: never the 540 KB log.
+    assert max(per_poll) < 400, per_poll
+    with open(settings.log_path) as log:
+        text = log.read()
+    assert snapshot.text == text
+    assert snapshot.log == analysis.parse_log(text)
+    assert len(snapshot.log.records) == seq

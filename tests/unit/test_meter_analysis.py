@@ -572,3 +572,31 @@ def test_healthy_streak_never_changes_as_records_arrive(probes, needed, after_in
     found = analysis.first_healthy_streak(written, needed, after=after)
     if found is not None:
         assert found == analysis.first_healthy_streak(full, needed, after=after)
+
+
+# -- parsing a growing log ---------------------------------------------------------------
+
+LOG_LINES = st.one_of(
+    st.builds(lambda seq, t, ok: line(seq, t, ok), st.integers(1, 30),
+              st.floats(100, 200).map(lambda t: round(t, 2)), st.booleans()),
+    st.sampled_from(["#start 99.90 v=1 tool=wget\n", "#stop 201.00 signal\n", "garbage\n",
+                     "\n", "#fatal 1.0 no-http-client x\n", "5 1.00 0.50 P ok\n"]),
+)
+
+
+@given(st.lists(LOG_LINES, max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_log_parser_fed_in_pieces_equals_parse_log(lines, cuts):
+    """The controller feeds what each poll brought (whole lines); the result is the same."""
+    parser = analysis.LogParser()
+    bounds = sorted({0, len(lines), *(c for c in cuts if c <= len(lines))})
+    for lo, hi in zip(bounds, bounds[1:]):
+        parser.feed("".join(lines[lo:hi]))
+    assert parser.log == parse_log("".join(lines))
+
+
+def test_log_parser_takes_complete_lines_only():
+    parser = analysis.LogParser()
+    with pytest.raises(ValueError, match="complete lines"):
+        parser.feed("1 1.00 1.01 P ok")
+    parser.feed("")
+    assert parser.log == MeterLog(())

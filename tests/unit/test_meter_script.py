@@ -212,6 +212,8 @@ def commands(settings):
         "start": script.start_command(settings),
         "stop": script.stop_command(settings),
         "read": script.read_log_command(settings),
+        "poll": script.poll_command(settings, 0),
+        "poll_later": script.poll_command(settings, 12345),
         "fast_on": script.fast_mode_command(settings, True),
         "fast_off": script.fast_mode_command(settings, False),
     }
@@ -300,3 +302,47 @@ def test_timeout_guard_detects_the_old_busybox_syntax():
     assert f"exit {script.EXIT_NO_PROBE_BOUND}\n" in text
     assert 'WGET_GUARD="timeout $WGET_TIMEOUT"; fi' not in text
 
+
+
+
+# -- polling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_poll_reports_the_meter_and_the_log_from_an_offset(shell, tmp_path):
+    settings = ProbeSettings(workdir=str(tmp_path / "w"))
+    os.makedirs(settings.workdir)
+    with open(settings.log_path, "w") as log:
+        log.write("#start 1.00 v=1\n1 1.00 1.01 P ok\n2 1.2")
+
+    def poll(offset):
+        done = subprocess.run([*shell_argv(shell), "-c", script.poll_command(settings, offset)],
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return script.parse_poll_reply(done.stdout)
+
+    reply = poll(0)
+    assert float(reply.uptime.split()[0]) > 0
+    assert (reply.meter, reply.pid) == (script.METER_NO_PID, None)
+    assert reply.data == "#start 1.00 v=1\n1 1.00 1.01 P ok\n2 1.2"
+    assert poll(16).data == "1 1.00 1.01 P ok\n2 1.2"
+    assert poll(100).data == ""
+    # A pid file whose process is gone, then one naming a live process in the workdir.
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(gone)
+    assert (poll(0).meter, poll(0).pid) == (script.METER_GONE, int(gone))
+    holder = subprocess.Popen(["sleep", "30"], cwd=settings.workdir)
+    try:
+        with open(settings.pid_path, "w") as pidfile:
+            pidfile.write(f"{holder.pid}\n")
+        assert (poll(0).meter, poll(0).pid) == (script.METER_ALIVE, holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_poll_reply_cut_short_is_not_misread():
+    assert script.parse_poll_reply("") == script.PollReply("", "", None, "")
+    reply = script.parse_poll_reply("12.00 1.00\nweird\n1 1 1 P ok\n")
+    assert (reply.uptime, reply.meter, reply.pid) == ("12.00 1.00", "", None)

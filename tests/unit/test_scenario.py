@@ -19,7 +19,7 @@ from rally_metadata_plugin.adapters import live_migration as nova  # noqa: E402
 from rally_metadata_plugin.core import report  # noqa: E402
 from rally_metadata_plugin.plugins import scenario as sc  # noqa: E402
 
-from guest_commands import command_kind  # noqa: E402
+from guest_commands import command_kind, poll_answer  # noqa: E402
 
 CONF = cfg.CONF
 
@@ -119,7 +119,7 @@ class FakeGuestSSH:
             self.started = now
             return 0, "4242\n", ""
         if kind == "read":
-            return 0, "%.2f 1.00\n%s" % (now, self._log(now)), ""
+            return 0, poll_answer(cmd, "%.2f 1.00\n%s" % (now, self._log(now))), ""
         if kind == "stop":
             self.stopped = now
             return 0, self._log(now) + "#stop %.2f signal\n" % now, ""
