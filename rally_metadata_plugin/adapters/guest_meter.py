@@ -59,6 +59,17 @@ class BaselineError(GuestError):
     """The metadata service never answered correctly before migrating."""
 
 
+class MeterLost(GuestError):
+    """The meter stopped measuring: it was killed or stopped, its log stopped
+    growing, or the guest rebooted.  Downtime after that is unknown, so this
+    must never pass for an outage that did not recover."""
+
+
+#: However fast the meter probes, its log may stay still this long before
+#: the controller calls it stuck (a busy guest, a clock jump after a pause).
+MIN_STALL_TIMEOUT = 10.0
+
+
 class _LogText:
     """The complete lines of the guest log read so far, in the pieces they came in.
 
@@ -167,6 +178,7 @@ class GuestMeter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         fast_exec: bool = True,
+        stall_timeout: Optional[float] = None,
     ) -> None:
         self.ssh = ssh
         self.settings = settings
@@ -176,6 +188,10 @@ class GuestMeter:
         self._clock = clock
         self._sleep = sleep
         self._fast_exec = fast_exec
+        #: Guest seconds without a new log line (over two reads or more) after
+        #: which a live meter counts as stuck.
+        self.stall_timeout = stall_timeout if stall_timeout is not None else max(
+            MIN_STALL_TIMEOUT, 3 * settings.longest_silence)
         self._launched = False
         self.pid: Optional[int] = None
         #: The log as printed by the final stop (None until stopped).
@@ -185,6 +201,11 @@ class GuestMeter:
         self._offset = 0
         self._parser = analysis.LogParser()
         self._text = _LogText()
+        # For the liveness checks: the last guest time seen, when the log last
+        # grew (guest time), and reads since then that brought nothing new.
+        self._guest_seen: Optional[float] = None
+        self._grew_at: Optional[float] = None
+        self._quiet_reads = 0
 
     # -- life cycle ---------------------------------------------------------
 
@@ -267,7 +288,8 @@ class GuestMeter:
         Only what the meter appended since the previous read crosses the
         network and is parsed; a half-written last line is read again next
         time.  (Offsets count the bytes of the decoded text: the meter
-        writes ASCII.)
+        writes ASCII.)  The same command tells whether the meter still
+        measures: :class:`MeterLost` says why not (see :meth:`_check_measuring`).
         """
         before = self._clock()
         _, out, _ = self._exec(script.poll_command(self.settings, self._offset), timeout=timeout)
@@ -281,7 +303,68 @@ class GuestMeter:
             self._offset += len(complete.encode("utf-8"))
         snapshot = Snapshot(self._parser.log, clock, self._text.view())
         self.last_snapshot = snapshot
+        self._check_measuring(reply, clock.guest, grew=bool(complete))
         return snapshot
+
+    def _check_measuring(self, reply: script.PollReply, guest_time: float, grew: bool) -> None:
+        """Raise :class:`MeterLost` naming why the meter no longer measures.
+
+        A log that simply stops growing would otherwise read as metadata that
+        never recovered.  Checked: the guest clock going back (a reboot), the
+        meter's process gone (with or without a stop it logged, or with its
+        pid file), and a live meter whose log has not grown for
+        ``stall_timeout`` guest seconds over at least two reads (one quiet
+        read may follow a long switchover pause).  A meter that gave up and
+        logged why (``#fatal``) is left to the callers to explain.
+        """
+        settings = self.settings
+        previous, self._guest_seen = self._guest_seen, guest_time
+        if previous is not None and guest_time < previous:
+            raise MeterLost(
+                f"The guest rebooted during the measurement: its uptime went back from "
+                f"{previous:.1f} s to {guest_time:.1f} s, and the meter died with it. See the "
+                f"server's console log and nova's instance actions for why.")
+        log = self._parser.log
+        if log.fatal:
+            return
+        if reply.meter == script.METER_ALIVE:
+            if grew:
+                self._grew_at, self._quiet_reads = guest_time, 0
+                return
+            if self._grew_at is None:
+                return  # nothing written yet: start() has its own timeout
+            self._quiet_reads += 1
+            quiet = guest_time - self._grew_at
+            if quiet > self.stall_timeout and self._quiet_reads >= 2:
+                raise MeterLost(
+                    f"The guest meter (pid {reply.pid}) runs but its log {settings.log_path} "
+                    f"has not grown for {quiet:.0f} s: most likely the file system holding "
+                    f"{settings.workdir} is full (check df in the guest; give the scenario a "
+                    f"roomier workdir), or the guest is starved of CPU.")
+            return
+        stops = [event for event in log.events if event.name == "stop"]
+        if stops:
+            why = ("its duration bound ran out: the run took far longer than expected"
+                   if stops[-1].detail == "duration" else
+                   "something in the guest sent it a stop signal (TERM, INT or HUP)")
+            raise MeterLost(
+                f"The guest meter stopped ({stops[-1].detail}) at guest time "
+                f"{stops[-1].time:.1f} s while it was still needed: {why}.")
+        last = log.records[-1].end if log.records else None
+        after = f" after its last record at guest time {last:.1f} s" if last else ""
+        if reply.meter == script.METER_GONE:
+            raise MeterLost(
+                f"The guest meter (pid {reply.pid}) is gone without logging why: something "
+                f"killed it{after} (the OOM killer? see dmesg in the guest). Downtime after "
+                f"that was not measured.")
+        if reply.meter == script.METER_NO_PID:
+            raise MeterLost(
+                f"The guest meter's pid file {settings.pid_path} is gone and the meter logged "
+                f"no stop: something removed files in {settings.workdir} (a /tmp cleaner?). "
+                f"Give the scenario a workdir that nothing cleans up.")
+        raise GuestError(
+            f"The guest answered the meter poll without the meter's state ({reply.uptime!r} "
+            f"then nothing usable); the guest's sh may not be POSIX.")
 
     def clock_sample(self, fast: Optional[bool] = None) -> clocklib.ClockSample:
         """Sample the guest clock, optionally switching fast mode in the same command."""
@@ -328,6 +411,8 @@ class GuestMeter:
             remaining = deadline - self._clock()
             try:
                 snapshot = self.read(timeout=max(5.0, min(self.command_timeout, remaining)))
+            except MeterLost:
+                raise
             except GuestError as e:
                 LOG.warning("Reading the meter log failed, retrying: %s", e)
                 self._reconnect()

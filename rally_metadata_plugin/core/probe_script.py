@@ -158,6 +158,16 @@ class ProbeSettings:
         """busybox wget (and ``timeout``) take whole seconds only."""
         return max(1, int(math.ceil(self.timeout)))
 
+    @property
+    def longest_silence(self) -> float:
+        """Seconds a working meter may go without writing a record.
+
+        A probe starts every period (the slow one at most) and writes its
+        record within its bound (whole seconds for wget), plus a second of
+        slack for a busy guest.
+        """
+        return max(self.interval, self.fast_interval) + self.wget_timeout + 1.0
+
 
 def _seconds(value: float) -> str:
     """A decimal literal accepted by sleep, curl and awk-free shells."""

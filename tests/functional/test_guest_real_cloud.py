@@ -10,7 +10,9 @@ from __future__ import annotations
 import http.server
 import os
 import pathlib
+import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -261,3 +263,71 @@ def test_controller_reads_the_real_log_incrementally(make_server, make_guest, ex
     assert text.startswith(snapshot.text)
     assert set(snapshot.log.records) <= set(analysis.parse_log(text).records)
     assert snapshot.log.skipped_lines == 0
+
+
+# -- a meter that stopped measuring --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_a_killed_meter_is_reported_not_mistaken_for_an_outage(make_server, make_guest,
+                                                               expect_text, shell):
+    server = make_server(expect_text + "\n")
+    guest = make_guest(shell, ("wget",))
+    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.05)
+    meter, pid = start_meter(guest, settings)
+    with meter:
+        meter.wait_for_baseline(3, timeout=10)
+        os.killpg(pid, signal.SIGKILL)
+        assert guest_env.wait_group_gone(pid) == []
+        with pytest.raises(guest_meter.MeterLost) as error:
+            meter.wait_for_recovery(3, time.monotonic(), timeout=10)
+    assert f"The guest meter (pid {pid}) is gone without logging why" in str(error.value)
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A 1 MiB tmpfs, unmounted afterwards."""
+    guest_env.require(guest_env.is_root(), "not root: mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    guest_env.require(done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill_up(directory):
+    """Write to ``directory`` until its file system is full."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_full_file_system_is_reported(make_server, make_guest, expect_text,
+                                        small_file_system):
+    server = make_server(expect_text + "\n")
+    guest = make_guest("busybox", ("wget",))
+    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.02,
+                              fast_interval=0.02, workdir=str(small_file_system / "meter"))
+    meter, pid = start_meter(guest, settings, stall_timeout=1.0)
+    with meter:
+        meter.wait_for_baseline(3, timeout=10)
+        fill_up(small_file_system)
+        with pytest.raises(guest_meter.MeterLost) as error:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                meter.read()
+                time.sleep(0.2)
+        assert guest_env.group_members(pid), "the meter itself should still run"
+    message = str(error.value)
+    assert f"The guest meter (pid {pid}) runs but its log {settings.log_path} has not " \
+           f"grown for" in message
+    assert "full" in message and "workdir" in message

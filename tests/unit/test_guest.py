@@ -217,6 +217,8 @@ class ScriptedSSH:
                       "uptime": (0, "100.00 5.00\n", ""),
                       "fast-on": (0, "100.00 5.00\n", ""), "fast-off": (0, "", "")}
         self.rules.update(rules)
+        #: The meter state line of poll answers (see guest_commands.poll_answer).
+        self.meter = "alive 4242"
         self.ran = []
         self.close = mock.Mock()
 
@@ -229,7 +231,7 @@ class ScriptedSSH:
         answer = rule() if callable(rule) else rule
         if kind == "read":  # rules give the uptime and the whole log
             status, out, err = answer
-            return status, poll_answer(cmd, out), err
+            return status, poll_answer(cmd, out, self.meter), err
         return answer
 
 
@@ -452,3 +454,89 @@ def test_reads_transfer_only_what_is_new(meter_stand_in):
     assert snapshot.text == text
     assert snapshot.log == analysis.parse_log(text)
     assert len(snapshot.log.records) == seq
+
+
+
+# -- is the meter still measuring? ---------------------------------------------------------
+
+
+def reads(*answers):
+    """A read rule giving each answer in turn (uptime line + whole log), the last forever."""
+    answers = list(answers)
+
+    def rule():
+        return (0, answers.pop(0) if len(answers) > 1 else answers[0], "")
+
+    return rule
+
+
+LOG_SO_FAR = "#start 99.9 v=1\n1 99.9 99.91 P ok\n2 100.1 100.11 P ok\n"
+
+
+@pytest.mark.parametrize("meter,log,expected", [
+    ("gone 4242", LOG_SO_FAR, r"The guest meter \(pid 4242\) is gone without logging why"),
+    ("no-pid -", LOG_SO_FAR, r"pid file /tmp/rally-metadata-meter/meter.pid is gone"),
+    ("gone 4242", LOG_SO_FAR + "#stop 100.2 duration\n",
+     r"stopped \(duration\) at guest time 100.2 s.*duration bound ran out"),
+    ("no-pid -", LOG_SO_FAR + "#stop 100.2 signal\n", r"sent it a stop signal"),
+])
+def test_a_meter_that_stopped_measuring_is_an_error_saying_why(meter, log, expected):
+    ssh = ScriptedSSH(read=(0, "100.30 5.00\n" + log, ""))
+    ssh.meter = meter
+    with pytest.raises(guest.MeterLost, match=expected):
+        scripted_meter(ssh).wait_for_recovery(3, time.monotonic(), timeout=5)
+
+
+def test_a_reboot_is_named():
+    ssh = ScriptedSSH(read=reads("500.00 5.00\n" + LOG_SO_FAR, "12.00 3.00\n" + LOG_SO_FAR))
+    meter = scripted_meter(ssh)
+    meter.read()
+    with pytest.raises(guest.MeterLost) as error:
+        meter.read()
+    message = str(error.value)
+    assert "The guest rebooted" in message and "from 500.0 s to 12.0 s" in message
+    assert "console log" in message
+
+
+def test_a_log_that_stopped_growing_is_named():
+    grows = ["%.2f 1.00\n%s" % (100 + 2 * i, LOG_SO_FAR + "".join(
+        "%d %.2f %.2f P ok\n" % (seq, 100 + seq * 0.1, 100.01 + seq * 0.1)
+        for seq in range(3, 3 + i))) for i in range(3)]
+    stuck = ["%.2f 1.00\n%s" % (104 + 2 * i, grows[-1].partition("\n")[2]) for i in range(1, 6)]
+    ssh = ScriptedSSH(read=reads(*grows, *stuck))
+    meter = scripted_meter(ssh, stall_timeout=5)
+    for _ in grows:
+        meter.read()
+    meter.read()  # 2 s quiet
+    meter.read()  # 4 s quiet
+    with pytest.raises(guest.MeterLost) as error:
+        meter.read()  # 6 s quiet
+    message = str(error.value)
+    assert "The guest meter (pid 4242) runs but its log" in message
+    assert "has not grown for 6 s" in message and "full" in message and "workdir" in message
+
+
+def test_one_quiet_read_after_a_long_pause_is_not_a_stall():
+    """After a long switchover pause the guest clock jumps; probes resume a moment later."""
+    ssh = ScriptedSSH(read=reads("100.00 1.00\n" + LOG_SO_FAR, "160.00 1.00\n" + LOG_SO_FAR,
+                                 "160.50 1.00\n" + LOG_SO_FAR + "3 159.9 160.2 P ok\n"))
+    meter = scripted_meter(ssh, stall_timeout=5)
+    for _ in range(3):
+        meter.read()
+
+
+def test_default_stall_timeout_leaves_room_for_the_slowest_probe():
+    settings = script.ProbeSettings(expect="x", interval=2, fast_interval=1, timeout=7.5,
+                                    connect_timeout=0.5)
+    meter = guest.GuestMeter(ScriptedSSH(), settings)
+    assert meter.stall_timeout >= 3 * (2 + 8)
+    assert guest.GuestMeter(ScriptedSSH(), script.ProbeSettings(expect="x")).stall_timeout >= 10
+
+
+def test_a_fatal_exit_is_explained_not_reported_as_gone():
+    ssh = ScriptedSSH(read=(0, "100.0 1.0\n#start 99.9 v=1\n#fatal 99.95 no-http-client "
+                               "neither curl nor wget is installed\n", ""))
+    ssh.meter = "gone 4242"
+    with pytest.raises(guest.GuestError, match="neither curl nor wget"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
