@@ -456,6 +456,11 @@ def start_command(settings: ProbeSettings) -> str:
     )
 
 
+#: How long the stop command waits for the meter to log its stop before it
+#: kills the meter's process group.
+STOP_GRACE_SECONDS = 3
+
+
 def stop_command(settings: ProbeSettings) -> str:
     """Stop the meter's whole process group, wait for it, print the log."""
     q = shlex.quote
@@ -467,7 +472,8 @@ def stop_command(settings: ProbeSettings) -> str:
         f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
         # Done when the meter removed its pid file (it logged "#stop") or is
         # gone; a zombie still answers kill -0 until its parent reaps it.
-        f"i=0; while [ -e {pidfile} ] && kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do "
+        f"i=0; while [ -e {pidfile} ] && kill -0 $p 2>/dev/null && "
+        f"[ $i -lt {STOP_GRACE_SECONDS * 10} ]; do "
         f"sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -$p 2>/dev/null; rm -f {pidfile}; fi; "
         f"cat {log} 2>/dev/null; true"

@@ -220,11 +220,13 @@ class ScriptedSSH:
         #: The meter state line of poll answers (see guest_commands.poll_answer).
         self.meter = "alive 4242"
         self.ran = []
+        self.timeouts = []
         self.close = mock.Mock()
 
     def execute(self, cmd, stdin=None, timeout=3600):
         kind = command_kind(cmd)
         self.ran.append(kind)
+        self.timeouts.append((kind, timeout))
         rule = self.rules[kind]
         if isinstance(rule, Exception):
             raise rule
@@ -540,3 +542,77 @@ def test_a_fatal_exit_is_explained_not_reported_as_gone():
     with pytest.raises(guest.GuestError, match="neither curl nor wget"):
         with scripted_meter(ssh) as meter:
             meter.start()
+
+
+
+# -- one retry policy for every guest command ------------------------------------------------
+
+
+def once(error, then):
+    """A rule failing with ``error`` the first time, then answering ``then``."""
+    answers = [error, then]
+
+    def rule():
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return rule
+
+
+@pytest.mark.parametrize("kind,call", [
+    ("fast-on", lambda meter: meter.clock_sample(fast=True)),
+    ("uptime", lambda meter: meter.clock_sample()),
+    ("fast-off", lambda meter: meter.set_fast(False)),
+    ("stop", lambda meter: meter.stop()),
+    ("read", lambda meter: meter.read()),
+])
+def test_every_repeatable_command_reconnects_and_retries(kind, call):
+    ssh = ScriptedSSH()
+    ssh.rules[kind] = once(OSError("connection reset by peer"), ssh.rules[kind])
+    call(scripted_meter(ssh))
+    assert ssh.ran == [kind, kind]
+    ssh.close.assert_called_once()  # the reconnect
+
+
+def test_a_connection_that_stays_down_gives_up_after_a_few_attempts():
+    ssh = ScriptedSSH(**{"fast-off": OSError("No route to host")})
+    with pytest.raises(guest.SSHLost) as error:
+        scripted_meter(ssh).set_fast(False)
+    assert ssh.ran == ["fast-off"] * guest.RETRY_ATTEMPTS
+    assert f"{guest.RETRY_ATTEMPTS} attempts" in str(error.value)
+    assert "No route to host" in str(error.value)
+
+
+def test_install_and_start_are_not_repeated():
+    """A second start could start a second meter; install is followed by start."""
+    for kind in ("install", "start"):
+        ssh = ScriptedSSH(**{kind: OSError("reset")})
+        with pytest.raises(guest.GuestError):
+            with scripted_meter(ssh) as meter:
+                meter.start()
+        assert ssh.ran.count(kind) == 1
+
+
+def test_each_attempt_is_capped_not_the_whole_command_timeout():
+    """A silently dropped connection costs one short attempt, not command_timeout."""
+    ssh = ScriptedSSH(read=(0, "100.00 5.00\n#start 99.9 v=1\n1 99.9 99.91 P ok\n"
+                              "2 100.5 100.51 P ok\n", ""))
+    meter = scripted_meter(ssh, command_timeout=60, retry_timeout=2)
+    assert meter.wait_for_recovery(1, time.monotonic(), timeout=30).recovered
+    meter.clock_sample(fast=True)
+    meter.set_fast(False)
+    meter.stop()
+    assert {kind for kind, _ in ssh.timeouts} == {"read", "fast-on", "fast-off", "stop"}
+    for kind, timeout in ssh.timeouts:
+        limit = 2 + script.STOP_GRACE_SECONDS if kind == "stop" else 2
+        assert timeout <= limit, (kind, timeout)
+
+
+def test_recovery_wait_retries_until_its_deadline():
+    ssh = ScriptedSSH(read=OSError("timed out"))
+    meter = scripted_meter(ssh, retry_timeout=1)
+    with pytest.raises(guest.SSHLost, match="could not read the meter log for 0.3 s"):
+        meter.wait_for_recovery(3, time.monotonic(), timeout=0.3)
+    assert ssh.ran.count("read") > guest.RETRY_ATTEMPTS
