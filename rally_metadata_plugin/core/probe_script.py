@@ -425,7 +425,8 @@ def install_command(settings: ProbeSettings) -> str:
     Refuses (exit :data:`EXIT_METER_BUSY`, a sentence on stderr) while
     another live meter holds the workdir, before its log and pid file are
     removed: two meters would overwrite each other's.  (Rewriting the script
-    file does not disturb a running meter: the shell has parsed its loop.)
+    file does not disturb a meter past its start-up: its shell has parsed the
+    main loop, which it never leaves but to exit.)
     """
     q = shlex.quote
     pidfile = q(settings.pid_path)

@@ -230,26 +230,33 @@ class GuestShell:
         self.closed += 1
 
 
-def start_meter(guest, settings, **kwargs):
-    """A GuestMeter on ``guest``, started; the guest cleans up its process group."""
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("start_timeout", 5)
-    meter = guest_meter.GuestMeter(GuestShell(guest), settings, fast_exec=False, **kwargs)
-    pid = meter.start()
-    guest.pids.append(pid)
-    guest_env.REAPER.watch(pid)
-    return meter, pid
+@pytest.fixture
+def healthy_meter(make_server, make_guest, expect_text):
+    """Starts a GuestMeter in a guest whose metadata answers, and waits for its baseline.
+
+    ``healthy_meter(shell, meter_options, **settings)`` returns the meter
+    (enter it to stop it) and its pid; the guest kills its process group.
+    """
+    def start(shell="busybox", meter_options=None, **overrides):
+        server = make_server(expect_text + "\n")
+        guest = make_guest(shell, ("wget",))
+        overrides.setdefault("interval", 0.05)
+        settings = guest.settings(url=server.url(), expect=expect_text, **overrides)
+        options = dict(poll_interval=0.05, start_timeout=5, **(meter_options or {}))
+        meter = guest_meter.GuestMeter(GuestShell(guest), settings, fast_exec=False, **options)
+        pid = meter.start()
+        guest.pids.append(pid)
+        guest_env.REAPER.watch(pid)
+        meter.wait_for_baseline(3, timeout=10)
+        return meter, pid
+
+    return start
 
 
 @pytest.mark.parametrize("shell", ["busybox", "dash"])
-def test_controller_reads_the_real_log_incrementally(make_server, make_guest, expect_text,
-                                                     shell):
-    server = make_server(expect_text + "\n")
-    guest = make_guest(shell, ("wget",))
-    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.05)
-    meter, _ = start_meter(guest, settings)
+def test_controller_reads_the_real_log_incrementally(healthy_meter, shell):
+    meter, _ = healthy_meter(shell)
     with meter:
-        meter.wait_for_baseline(3, timeout=10)
         sizes = []
         for _ in range(8):
             time.sleep(0.25)
@@ -269,14 +276,9 @@ def test_controller_reads_the_real_log_incrementally(make_server, make_guest, ex
 
 
 @pytest.mark.parametrize("shell", ["busybox", "dash"])
-def test_a_killed_meter_is_reported_not_mistaken_for_an_outage(make_server, make_guest,
-                                                               expect_text, shell):
-    server = make_server(expect_text + "\n")
-    guest = make_guest(shell, ("wget",))
-    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.05)
-    meter, pid = start_meter(guest, settings)
+def test_a_killed_meter_is_reported_not_mistaken_for_an_outage(healthy_meter, shell):
+    meter, pid = healthy_meter(shell)
     with meter:
-        meter.wait_for_baseline(3, timeout=10)
         os.killpg(pid, signal.SIGKILL)
         assert guest_env.wait_group_gone(pid) == []
         with pytest.raises(guest_meter.MeterLost) as error:
@@ -311,15 +313,11 @@ def fill_up(directory):
         os.close(fd)
 
 
-def test_a_full_file_system_is_reported(make_server, make_guest, expect_text,
-                                        small_file_system):
-    server = make_server(expect_text + "\n")
-    guest = make_guest("busybox", ("wget",))
-    settings = guest.settings(url=server.url(), expect=expect_text, interval=0.02,
-                              fast_interval=0.02, workdir=str(small_file_system / "meter"))
-    meter, pid = start_meter(guest, settings, stall_timeout=1.0)
+def test_a_full_file_system_is_reported(healthy_meter, small_file_system):
+    meter, pid = healthy_meter("busybox", dict(stall_timeout=1.0), interval=0.02,
+                               fast_interval=0.02, workdir=str(small_file_system / "meter"))
+    settings = meter.settings
     with meter:
-        meter.wait_for_baseline(3, timeout=10)
         fill_up(small_file_system)
         with pytest.raises(guest_meter.MeterLost) as error:
             deadline = time.monotonic() + 30

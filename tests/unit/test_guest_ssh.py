@@ -68,18 +68,14 @@ class _Guest(paramiko.ServerInterface):
         channel.close()
 
 
-class SSHGuest:
-    """Accepts SSH connections on 127.0.0.1 and runs commands locally."""
+class LocalListener:
+    """Accepts TCP connections on 127.0.0.1 in a thread and hands each to ``_serve``."""
 
-    host_key = paramiko.RSAKey.generate(1024)
-
-    def __init__(self, env):
-        self.env = env
+    def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
         self.port = self.sock.getsockname()[1]
-        self.transports = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -88,10 +84,27 @@ class SSHGuest:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(self.host_key)
-            transport.start_server(server=_Guest(self.env))
-            self.transports.append(transport)
+            self._serve(conn)
+
+    def _serve(self, conn):
+        raise NotImplementedError
+
+
+class SSHGuest(LocalListener):
+    """Accepts SSH connections on 127.0.0.1 and runs commands locally."""
+
+    host_key = paramiko.RSAKey.generate(1024)
+
+    def __init__(self, env):
+        self.env = env
+        self.transports = []
+        super().__init__()
+
+    def _serve(self, conn):
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(self.host_key)
+        transport.start_server(server=_Guest(self.env))
+        self.transports.append(transport)
 
     def close(self):
         self.sock.close()
@@ -159,7 +172,7 @@ def test_fast_exec_round_trip_is_short(ssh_guest):
 # -- a connection that dies silently (the floating IP moved) ---------------------------------
 
 
-class SilentProxy:
+class SilentProxy(LocalListener):
     """A TCP relay to the SSH guest whose connections can die without a word.
 
     :meth:`drop` makes every relayed connection swallow what either side
@@ -169,24 +182,15 @@ class SilentProxy:
 
     def __init__(self, port):
         self.target = port
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(5)
-        self.port = self.sock.getsockname()[1]
         self.links = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            link = {"dropped": False, "socks": (client, upstream)}
-            self.links.append(link)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst, link), daemon=True).start()
+    def _serve(self, client):
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        link = {"dropped": False, "socks": (client, upstream)}
+        self.links.append(link)
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst, link), daemon=True).start()
 
     @staticmethod
     def _pump(src, dst, link):
