@@ -2,15 +2,20 @@
 
 :class:`GuestMeter` is a context manager around an ``rally.utils.sshutils.SSH``
 connection: it installs and starts the probe script, confirms it runs, reads
-the log (each read also samples the guest clock), switches fast mode, waits
-for a healthy baseline or for recovery, and on exit always stops the meter
-and closes the connection.  Errors are :class:`GuestError` with sentences a
-user can act on.
+the log (each read also samples the guest clock and checks that the meter
+still measures), switches fast mode, waits for a healthy baseline or for
+recovery, and on exit always stops the meter and closes the connection.
+Errors are :class:`GuestError` with sentences a user can act on.
 
 Rally's ``SSH.execute`` polls its channel with a 1 s ``select`` timeout, so
 a command costs 1-2 s.  Commands here go through the paramiko client that
 ``SSH`` holds and block on the channel instead: a round trip costs what the
 network costs, which keeps the controller/guest clock mapping tight.
+
+When the floating IP moves with the migration, the SSH connection may die
+without a word; :meth:`GuestMeter._run` is the one retry policy for that
+(short attempts, reconnect, retry) used by every command that is safe to
+repeat.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import dataclasses
 import logging
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import clock_mapping as clocklib
@@ -59,13 +64,72 @@ class BaselineError(GuestError):
     """The metadata service never answered correctly before migrating."""
 
 
+class SSHLost(GuestError):
+    """The SSH connection to the guest failed or went silent; the guest may be fine."""
+
+
+class MeterLost(GuestError):
+    """The meter stopped measuring: it was killed or stopped, its log stopped
+    growing, or the guest rebooted.  Downtime after that is unknown, so this
+    must never pass for an outage that did not recover."""
+
+
+#: However fast the meter probes, its log may stay still this long before
+#: the controller calls it stuck (a busy guest, a clock jump after a pause).
+MIN_STALL_TIMEOUT = 10.0
+#: Attempts of a repeatable guest command before giving up on the connection
+#: (waiting for recovery retries until its own deadline instead).
+RETRY_ATTEMPTS = 3
+#: Default cap of one attempt, in seconds, on top of what the command itself
+#: may legitimately wait: a silently dropped connection costs this, not the
+#: whole command timeout.
+RETRY_TIMEOUT = 5.0
+#: The shortest attempt worth making.
+MIN_ATTEMPT_TIMEOUT = 1.0
+
+
+class _Reply(NamedTuple):
+    """A guest command's outcome, with the controller times of its successful attempt."""
+
+    status: int
+    out: str
+    err: str
+    sent: float
+    received: float
+
+
+class _LogText:
+    """The complete lines of the guest log read so far, in the pieces they came in.
+
+    Joining a long log on every poll would cost what re-reading it did; a
+    snapshot keeps a view of the pieces up to its read instead, and joins
+    them only when asked for its text.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+
+    def view(self) -> Callable[[], str]:
+        """The text as it is now, built on demand (pieces are only ever appended)."""
+        count = len(self._pieces)
+        return lambda: "".join(self._pieces[:count])
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """The log as read at one moment, with the guest clock at that moment."""
 
-    text: str
     log: analysis.MeterLog
     clock: clocklib.ClockSample
+    _text: Callable[[], str] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The log's complete lines as read (a half-written last line is left out)."""
+        return self._text()
 
     @property
     def guest_time(self) -> float:
@@ -103,6 +167,10 @@ def explain_no_baseline(log: analysis.MeterLog, needed: int, waited: float, url:
         if detail.startswith("no-http-client"):
             return ("The guest meter cannot probe: neither curl nor wget is installed in the "
                     "image. Use an image with curl or busybox wget (CirrOS has both).")
+        if detail.startswith("no-probe-bound"):
+            return ("The guest meter cannot bound its probes in time: this busybox wget "
+                    "crashes on -T and the timeout applet does not work either. Set the "
+                    "scenario's http_tool to curl (CirrOS ships it).")
         return f"The guest meter gave up: {detail}."
     records = log.records
     if not records:
@@ -138,20 +206,36 @@ class GuestMeter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         fast_exec: bool = True,
+        stall_timeout: Optional[float] = None,
+        retry_timeout: float = RETRY_TIMEOUT,
     ) -> None:
         self.ssh = ssh
         self.settings = settings
         self.command_timeout = command_timeout
+        self.retry_timeout = retry_timeout
         self.start_timeout = start_timeout
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
         self._fast_exec = fast_exec
+        #: Guest seconds without a new log line (over two reads or more) after
+        #: which a live meter counts as stuck.
+        self.stall_timeout = stall_timeout if stall_timeout is not None else max(
+            MIN_STALL_TIMEOUT, 3 * settings.longest_silence)
         self._launched = False
         self.pid: Optional[int] = None
         #: The log as printed by the final stop (None until stopped).
         self.final_log: Optional[str] = None
         self.last_snapshot: Optional[Snapshot] = None
+        # What was read of the log so far: its size in bytes, parsed and as text.
+        self._offset = 0
+        self._parser = analysis.LogParser()
+        self._text = _LogText()
+        # For the liveness checks: the last guest time seen, when the log last
+        # grew (guest time), and reads since then that brought nothing new.
+        self._guest_seen: Optional[float] = None
+        self._grew_at: Optional[float] = None
+        self._quiet_reads = 0
 
     # -- life cycle ---------------------------------------------------------
 
@@ -162,7 +246,8 @@ class GuestMeter:
         try:
             if self._launched and self.final_log is None:
                 try:
-                    self.stop()
+                    # After a failure, one attempt: the failing step had its retries.
+                    self.stop(retry=exc_info[0] is None)
                 except Exception as e:  # never hide the original failure
                     LOG.warning("Could not stop the guest meter: %s", e)
         finally:
@@ -179,15 +264,24 @@ class GuestMeter:
     def start(self) -> int:
         """Install and start the meter; returns its pid once its first record is written."""
         settings = self.settings
-        status, _, err = self._exec(script.install_command(settings),
-                                    stdin=script.render_probe_script(settings))
+        # Neither install nor start is repeated: a repeated start could start
+        # a second meter.
+        status, _, err, _, _ = self._run(script.install_command(settings),
+                                         stdin=script.render_probe_script(settings),
+                                         attempts=1, attempt_timeout=self.command_timeout)
+        if status == script.EXIT_METER_BUSY:
+            raise GuestError(
+                f"{err.strip()}: two meters in one directory overwrite each other's log. "
+                f"Stop that meter in the guest, or give the scenario another workdir."
+            )
         if status != 0:
             raise GuestError(
                 f"Could not install the meter script in {settings.workdir} (exit {status}: "
                 f"{err.strip() or 'no message'}); the directory must be writable by the SSH user."
             )
         self._launched = True
-        status, out, err = self._exec(script.start_command(settings))
+        status, out, err, _, _ = self._run(script.start_command(settings), attempts=1,
+                                           attempt_timeout=self.command_timeout)
         try:
             self.pid = int(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -214,35 +308,114 @@ class GuestMeter:
                 )
             self._sleep(min(0.2, self.poll_interval))
 
-    def stop(self) -> str:
-        """Stop the meter (its whole process group) and return the complete log."""
-        _, out, _ = self._exec(script.stop_command(self.settings))
-        self.final_log = out
-        return out
+    def stop(self, retry: bool = True) -> str:
+        """Stop the meter (its whole process group) and return the complete log.
+
+        ``retry`` False makes one attempt only (cleanup after a failure).
+        """
+        reply = self._run(script.stop_command(self.settings),
+                          attempts=RETRY_ATTEMPTS if retry else 1,
+                          attempt_timeout=script.STOP_GRACE_SECONDS + self.retry_timeout)
+        self.final_log = reply.out
+        return reply.out
 
     # -- reading ------------------------------------------------------------
 
-    def read(self, timeout: Optional[float] = None) -> Snapshot:
-        """The current log and a guest clock sample taken in the same command."""
-        before = self._clock()
-        status, out, err = self._exec(script.read_log_command(self.settings), timeout=timeout)
-        after = self._clock()
-        first, _, text = out.partition("\n")
-        snapshot = Snapshot(text, analysis.parse_log(text), self._sample(first, before, after))
+    def read(self, deadline: Optional[float] = None) -> Snapshot:
+        """The log so far and a guest clock sample taken in the same command.
+
+        Lost connections are retried (see :meth:`_run`) until ``deadline``
+        (controller clock) when given.
+
+        Only what the meter appended since the previous read crosses the
+        network and is parsed; a half-written last line is read again next
+        time.  (Offsets count the bytes of the decoded text: the meter
+        writes ASCII.)  The same command tells whether the meter still
+        measures: :class:`MeterLost` says why not (see :meth:`_check_measuring`).
+        """
+        answer = self._run(script.poll_command(self.settings, self._offset), deadline=deadline)
+        reply = script.parse_poll_reply(answer.out)
+        clock = self._sample(reply.uptime, answer.sent, answer.received)
+        complete = reply.data[:reply.data.rfind("\n") + 1]
+        if complete:
+            self._parser.feed(complete)
+            self._text.append(complete)
+            self._offset += len(complete.encode("utf-8"))
+        snapshot = Snapshot(self._parser.log, clock, self._text.view())
         self.last_snapshot = snapshot
+        self._check_measuring(reply, clock.guest, grew=bool(complete))
         return snapshot
+
+    def _check_measuring(self, reply: script.PollReply, guest_time: float, grew: bool) -> None:
+        """Raise :class:`MeterLost` naming why the meter no longer measures.
+
+        A log that simply stops growing would otherwise read as metadata that
+        never recovered.  Checked: the guest clock going back (a reboot), the
+        meter's process gone (with or without a stop it logged, or with its
+        pid file), and a live meter whose log has not grown for
+        ``stall_timeout`` guest seconds over at least two reads (one quiet
+        read may follow a long switchover pause).  A meter that gave up and
+        logged why (``#fatal``) is left to the callers to explain.
+        """
+        settings = self.settings
+        previous, self._guest_seen = self._guest_seen, guest_time
+        if previous is not None and guest_time < previous:
+            raise MeterLost(
+                f"The guest rebooted during the measurement: its uptime went back from "
+                f"{previous:.1f} s to {guest_time:.1f} s, and the meter died with it. See the "
+                f"server's console log and nova's instance actions for why.")
+        log = self._parser.log
+        if log.fatal:
+            return
+        if reply.meter == script.METER_ALIVE:
+            if grew:
+                self._grew_at, self._quiet_reads = guest_time, 0
+                return
+            if self._grew_at is None:
+                return  # nothing written yet: start() has its own timeout
+            self._quiet_reads += 1
+            quiet = guest_time - self._grew_at
+            if quiet > self.stall_timeout and self._quiet_reads >= 2:
+                raise MeterLost(
+                    f"The guest meter (pid {reply.pid}) runs but its log {settings.log_path} "
+                    f"has not grown for {quiet:.0f} s: most likely the file system holding "
+                    f"{settings.workdir} is full (check df in the guest; give the scenario a "
+                    f"roomier workdir), or the guest is starved of CPU.")
+            return
+        stops = [event for event in log.events if event.name == "stop"]
+        if stops:
+            why = ("its duration bound ran out: the run took far longer than expected"
+                   if stops[-1].detail == "duration" else
+                   "something in the guest sent it a stop signal (TERM, INT or HUP)")
+            raise MeterLost(
+                f"The guest meter stopped ({stops[-1].detail}) at guest time "
+                f"{stops[-1].time:.1f} s while it was still needed: {why}.")
+        last = log.records[-1].end if log.records else None
+        after = f" after its last record at guest time {last:.1f} s" if last else ""
+        if reply.meter == script.METER_GONE:
+            raise MeterLost(
+                f"The guest meter (pid {reply.pid}) is gone without logging why: something "
+                f"killed it{after} (the OOM killer? see dmesg in the guest). Downtime after "
+                f"that was not measured.")
+        if reply.meter == script.METER_NO_PID:
+            raise MeterLost(
+                f"The guest meter's pid file {settings.pid_path} is gone and the meter logged "
+                f"no stop: something removed files in {settings.workdir} (a /tmp cleaner?). "
+                f"Give the scenario a workdir that nothing cleans up.")
+        raise GuestError(
+            f"The guest answered the meter poll without the meter's state ({reply.uptime!r} "
+            f"then nothing usable); the guest's sh may not be POSIX.")
 
     def clock_sample(self, fast: Optional[bool] = None) -> clocklib.ClockSample:
         """Sample the guest clock, optionally switching fast mode in the same command."""
         command = _UPTIME
         if fast is not None:
             command = f"{script.fast_mode_command(self.settings, fast)}; {_UPTIME}"
-        before = self._clock()
-        _, out, _ = self._exec(command)
-        return self._sample(out.partition("\n")[0], before, self._clock())
+        reply = self._run(command)
+        return self._sample(reply.out.partition("\n")[0], reply.sent, reply.received)
 
     def set_fast(self, enabled: bool) -> None:
-        self._exec(script.fast_mode_command(self.settings, enabled))
+        self._run(script.fast_mode_command(self.settings, enabled))
 
     # -- waiting ------------------------------------------------------------
 
@@ -274,21 +447,15 @@ class GuestMeter:
         since: Optional[float] = None
         snapshot: Optional[Snapshot] = None
         while True:
-            remaining = deadline - self._clock()
             try:
-                snapshot = self.read(timeout=max(5.0, min(self.command_timeout, remaining)))
-            except GuestError as e:
-                LOG.warning("Reading the meter log failed, retrying: %s", e)
-                self._reconnect()
-                if self._clock() >= deadline:
-                    if snapshot is None:
-                        raise GuestError(
-                            f"Lost SSH to the guest after the migration and could not read the "
-                            f"meter log for {timeout:g} s: {e}"
-                        ) from e
-                    return Recovery(snapshot, False, since if since is not None else 0.0)
-                self._sleep(self.poll_interval)
-                continue
+                snapshot = self.read(deadline=deadline)
+            except SSHLost as e:
+                if snapshot is None or since is None:
+                    raise SSHLost(
+                        f"Lost SSH to the guest after the migration and could not read the "
+                        f"meter log for {timeout:g} s: {e}"
+                    ) from e
+                return Recovery(snapshot, False, since)
             if since is None:
                 since = snapshot.clock.to_guest(since_controller)
             if analysis.first_healthy_streak(snapshot.log.records, needed, after=since):
@@ -314,19 +481,59 @@ class GuestMeter:
             return None
 
     def _reconnect(self) -> None:
-        self.close()  # sshutils.SSH opens a new connection on the next command
+        # A silently dead paramiko transport stays "active": sshutils.SSH only
+        # opens a new connection once closed.
+        self.close()
+
+    def _run(self, command: str, *, stdin: Optional[str] = None,
+             deadline: Optional[float] = None, attempts: Optional[int] = RETRY_ATTEMPTS,
+             attempt_timeout: Optional[float] = None) -> _Reply:
+        """Run ``command`` in the guest: the one retry policy for every guest command.
+
+        A connection dropped without a word (the floating IP moved) only shows
+        as silence, so each attempt is capped at ``attempt_timeout`` (default
+        ``retry_timeout``) rather than the whole ``command_timeout``.  When an
+        attempt fails the connection is closed, so the next attempt opens a
+        new one, and the command is sent again: until ``deadline``
+        (controller clock) when given, else up to ``attempts`` times within
+        ``command_timeout``.  Only commands that are safe to repeat may have
+        more than one attempt.
+        """
+        started = self._clock()
+        limit = deadline if deadline is not None else started + self.command_timeout
+        budget = attempts if deadline is None else None
+        cap = self.retry_timeout if attempt_timeout is None else attempt_timeout
+        tried = 0
+        while True:
+            tried += 1
+            timeout = max(MIN_ATTEMPT_TIMEOUT, min(cap, limit - self._clock()))
+            sent = self._clock()
+            try:
+                status, out, err = self._exec(command, stdin=stdin, timeout=timeout)
+                return _Reply(status, out, err, sent, self._clock())
+            except SSHLost as e:
+                out_of_tries = budget is not None and tried >= budget
+                if out_of_tries or self._clock() + self.poll_interval >= limit:
+                    if tried == 1:
+                        raise
+                    raise SSHLost(f"{e} (gave up after {tried} attempts in "
+                                  f"{self._clock() - started:.0f} s)") from e
+                LOG.warning("SSH to the guest failed (%s); reconnecting and trying again", e)
+                self._reconnect()
+                self._sleep(self.poll_interval)
 
     def _exec(self, command: str, stdin: Optional[str] = None,
               timeout: Optional[float] = None) -> tuple[int, str, str]:
+        """One attempt; any failure of the connection becomes :class:`SSHLost`."""
         timeout = self.command_timeout if timeout is None else timeout
         try:
             if self._fast_exec and hasattr(self.ssh, "_get_client"):
                 return _paramiko_exec(self.ssh._get_client(), command, stdin, timeout)
             return self.ssh.execute(command, stdin=stdin, timeout=timeout)
-        except GuestError:
+        except SSHLost:
             raise
         except Exception as e:
-            raise GuestError(
+            raise SSHLost(
                 f"SSH command failed on {getattr(self.ssh, 'host', 'the guest')}: "
                 f"{type(e).__name__}: {e}"
             ) from e
@@ -355,9 +562,9 @@ def _paramiko_exec(client: Any, command: str, stdin: Optional[str],
                     break
                 err += chunk
         except socket.timeout:
-            raise GuestError(f"The guest did not finish {command[:60]!r}... within {timeout:g} s")
+            raise SSHLost(f"The guest did not finish {command[:60]!r}... within {timeout:g} s")
         if not channel.status_event.wait(timeout):
-            raise GuestError(f"The guest sent no exit status for {command[:60]!r}...")
+            raise SSHLost(f"The guest sent no exit status for {command[:60]!r}...")
         status = channel.recv_exit_status()
         return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     finally:

@@ -21,6 +21,7 @@ Nothing here does I/O or knows about Rally.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import re
@@ -106,6 +107,66 @@ class MeterLog:
         return max(times) if times else None
 
 
+class LogParser:
+    """A meter log parsed as it grows, a chunk of complete lines at a time.
+
+    The controller reads only what the guest appended since its last read;
+    this keeps what was parsed so far, so each read costs what is new, not
+    the whole log again.  Lines are judged as by :func:`parse_log` (which
+    uses this class): records kept in sequence order, the first record of a
+    sequence number kept, anything else counted as skipped.
+    """
+
+    def __init__(self) -> None:
+        self._records: list[ProbeRecord] = []
+        self._seqs: list[int] = []  # the records' sequence numbers, for bisect
+        self._events: list[MeterEvent] = []
+        self._skipped = 0
+        self._log: Optional[MeterLog] = None
+
+    def feed(self, lines: str) -> None:
+        """Parse ``lines``: complete lines, the last one ending with its newline."""
+        if lines and not lines.endswith("\n"):
+            raise ValueError("LogParser.feed takes complete lines only")
+        for line in lines.split("\n")[:-1]:
+            self._parse_line(line.rstrip("\r"))
+        self._log = None
+
+    def _parse_line(self, line: str) -> None:
+        if not line:
+            return
+        match = _RECORD.match(line)
+        if match:
+            self._add_record(ProbeRecord(int(match["seq"]), float(match["start"]),
+                                         float(match["end"]), match["verdict"] == "P",
+                                         match["reason"]))
+            return
+        match = _EVENT.match(line)
+        if match:
+            self._events.append(MeterEvent(match["name"], float(match["time"]),
+                                           match["detail"] or ""))
+            return
+        self._skipped += 1
+
+    def _add_record(self, record: ProbeRecord) -> None:
+        # Concurrent probes finish out of order, but mostly in order: append.
+        at = len(self._seqs)
+        if at and record.seq <= self._seqs[-1]:
+            at = bisect.bisect_left(self._seqs, record.seq)
+        if record.end < record.start or (at < len(self._seqs) and self._seqs[at] == record.seq):
+            self._skipped += 1
+            return
+        self._seqs.insert(at, record.seq)
+        self._records.insert(at, record)
+
+    @property
+    def log(self) -> MeterLog:
+        """Everything parsed so far."""
+        if self._log is None:
+            self._log = MeterLog(tuple(self._records), tuple(self._events), self._skipped)
+        return self._log
+
+
 def parse_log(text: str) -> MeterLog:
     """Parse a meter log.  Never raises on bad input.
 
@@ -114,32 +175,13 @@ def parse_log(text: str) -> MeterLog:
     ordered by sequence number (concurrent probes finish out of order), and a
     sequence number seen twice keeps its first record.
     """
-    lines = text.split("\n")
-    skipped = 0
-    if lines and lines[-1] != "":
-        skipped += 1  # half-written last line
-    records: dict[int, ProbeRecord] = {}
-    events = []
-    for line in lines[:-1]:
-        line = line.rstrip("\r")
-        if not line:
-            continue
-        match = _RECORD.match(line)
-        if match:
-            seq = int(match["seq"])
-            start, end = float(match["start"]), float(match["end"])
-            if end < start or seq in records:
-                skipped += 1
-                continue
-            records[seq] = ProbeRecord(seq, start, end, match["verdict"] == "P", match["reason"])
-            continue
-        match = _EVENT.match(line)
-        if match:
-            events.append(MeterEvent(match["name"], float(match["time"]), match["detail"] or ""))
-            continue
-        skipped += 1
-    ordered = tuple(records[seq] for seq in sorted(records))
-    return MeterLog(ordered, tuple(events), skipped)
+    complete, newline, partial = text.rpartition("\n")
+    parser = LogParser()
+    parser.feed(complete + newline)
+    log = parser.log
+    if partial:  # half-written last line
+        return dataclasses.replace(log, skipped_lines=log.skipped_lines + 1)
+    return log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,9 +399,23 @@ def consecutive_successes_at_end(records: Sequence[ProbeRecord]) -> int:
 def first_healthy_streak(
     records: Sequence[ProbeRecord], needed: int, after: float = float("-inf")
 ) -> Optional[ProbeRecord]:
-    """The probe completing the first run of ``needed`` good probes after ``after``."""
+    """The probe completing the first run of ``needed`` good probes started after ``after``.
+
+    ``records`` are in sequence order, as :class:`MeterLog` keeps them.  Probes
+    overlap and each writes its record when it finishes, so a log read while
+    probes are in flight can lack a sequence number whose probe may yet fail.
+    A run counts only when its sequence numbers are consecutive and no probe
+    that may have started after ``after`` is missing before it: then the
+    answer is final, it never changes as the missing records arrive.  (A
+    missing probe numbered below a record that started before ``after``
+    started before ``after`` too, and does not matter.)
+    """
     streak = 0
+    previous = 0  # sequence numbers start at 1
     for record in records:
+        if record.seq != previous + 1 and record.start >= after:
+            return None  # a probe in flight may break or complete a run here
+        previous = record.seq
         if record.start < after:
             continue
         streak = streak + 1 if record.ok else 0

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shlex
+from typing import Optional
 
 METADATA_HOST = "169.254.169.254"
 #: The instance's own hostname as served by the metadata service (EC2 API).
@@ -46,11 +48,33 @@ LOG_FORMAT_VERSION = 1
 EXIT_NO_HTTP_CLIENT = 3
 #: Exit status when no expected content could be determined.
 EXIT_NO_EXPECTATION = 4
+#: Exit status when wget cannot be bounded in time (no -T, no usable timeout).
+EXIT_NO_PROBE_BOUND = 5
+#: Exit status when another live meter holds the workdir (install and script).
+EXIT_METER_BUSY = 6
 
 
 def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
-    """The metadata URL over IPv6 link-local, scoped to ``interface``."""
+    """The metadata URL over IPv6 link-local, scoped to ``interface``.
+
+    The zone is written ``%25`` as RFC 6874 says; see :func:`wget_url` for
+    the form busybox wget needs.
+    """
     return f"http://[fe80::a9fe:a9fe%25{interface}]{path}"
+
+
+_ENCODED_ZONE = re.compile(r"^(?P<head>https?://\[[^\]/]*?)%25(?P<tail>[^\]/]*\])")
+
+
+def wget_url(url: str) -> str:
+    """``url`` with a raw ``%`` before the zone of an IPv6 literal host.
+
+    curl decodes ``[fe80::a9fe:a9fe%25eth0]`` (and accepts a raw ``%``);
+    busybox wget hands the bracketed host to the resolver undecoded and fails
+    with "bad address" on ``%25``, but resolves ``fe80::a9fe:a9fe%eth0``.
+    Anything else in the URL is left as it is.
+    """
+    return _ENCODED_ZONE.sub(r"\g<head>%\g<tail>", url, count=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +158,16 @@ class ProbeSettings:
         """busybox wget (and ``timeout``) take whole seconds only."""
         return max(1, int(math.ceil(self.timeout)))
 
+    @property
+    def longest_silence(self) -> float:
+        """Seconds a working meter may go without writing a record.
+
+        A probe starts every period (the slow one at most) and writes its
+        record within its bound (whole seconds for wget), plus a second of
+        slack for a busy guest.
+        """
+        return max(self.interval, self.fast_interval) + self.wget_timeout + 1.0
+
 
 def _seconds(value: float) -> str:
     """A decimal literal accepted by sleep, curl and awk-free shells."""
@@ -145,6 +179,7 @@ _SCRIPT_TEMPLATE = r"""#!/bin/sh
 # rally-metadata-plugin guest meter, log format {version}.
 # Probes a metadata URL on a fixed schedule and logs one line per probe.
 URL={url}
+WGET_URL={wget_url}
 EXPECT={expect}
 INTERVAL={interval}
 FAST_INTERVAL={fast_interval}
@@ -160,8 +195,21 @@ SLOTS={slots}
 DURATION={duration}
 
 mkdir -p {workdir} || exit 1
+# The meter runs in its workdir: that tells it from a process that took over
+# the pid of a meter long gone (see meter_alive).
+cd {workdir} || exit 1
+{meter_alive}
+# One meter per workdir: claim the pid file atomically (noclobber); a pid
+# file whose meter is gone is stale and taken over.
+if ! ( set -C; echo $$ >"$PIDFILE" ) 2>/dev/null; then
+    read -r other _ <"$PIDFILE" 2>/dev/null || other=
+    if [ "$other" != $$ ] && meter_alive "$other"; then
+        {report_busy}
+        exit {exit_busy}
+    fi
+    echo $$ >"$PIDFILE"
+fi
 exec 3>>"$LOG"
-echo $$ >"$PIDFILE"
 
 now() {{ read -r NOW _ </proc/uptime; }}
 # CS = an uptime value in centiseconds (two decimals; no leading zeros).
@@ -195,8 +243,17 @@ if [ "$TOOL" = wget ]; then
     # wget retries a timed-out request 20 times (with back-off): one try only.
     is_busybox_wget || WGET_QUIET="-nv --tries=1"
     # Some busybox builds crash on -T; bound the probe with timeout instead.
+    # busybox before 1.30 (CirrOS 0.5) only knows "timeout -t SECS PROG".
     wget -q -T 1 -O /dev/null http://127.0.0.1:9/ >/dev/null 2>&1
-    if [ $? -ge 128 ]; then WGET_LIMIT=; WGET_GUARD="timeout $WGET_TIMEOUT"; fi
+    if [ $? -ge 128 ]; then
+        WGET_LIMIT=
+        if timeout 1 true >/dev/null 2>&1; then WGET_GUARD="timeout $WGET_TIMEOUT"
+        elif timeout -t 1 true >/dev/null 2>&1; then WGET_GUARD="timeout -t $WGET_TIMEOUT"
+        else
+            event fatal "no-probe-bound wget crashes on -T and timeout does not work"
+            exit {exit_no_bound}
+        fi
+    fi
 fi
 if [ -z "$EXPECT" ]; then
     read -r EXPECT </proc/sys/kernel/hostname 2>/dev/null || EXPECT=
@@ -246,7 +303,7 @@ probe() {{
         else reason=ok
         fi
     else
-        $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL" 2>"$out.err"
+        $WGET_GUARD wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$WGET_URL" 2>"$out.err"
         rc=$?
         now
         if [ "$rc" -eq 0 ]; then
@@ -304,6 +361,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
     return _SCRIPT_TEMPLATE.format(
         version=LOG_FORMAT_VERSION,
         url=quote(settings.url),
+        wget_url=quote(wget_url(settings.url)),
         expect=quote(settings.expect),
         interval=_seconds(settings.interval),
         fast_interval=_seconds(settings.fast_interval),
@@ -323,6 +381,10 @@ def render_probe_script(settings: ProbeSettings) -> str:
         late_centis=max(1, int(math.ceil(settings.timeout * 100)) - 1),
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
+        exit_no_bound=EXIT_NO_PROBE_BOUND,
+        exit_busy=EXIT_METER_BUSY,
+        meter_alive=_meter_alive_function(settings),
+        report_busy=_report_busy(settings, "$other"),
     )
 
 
@@ -331,12 +393,49 @@ def render_probe_script(settings: ProbeSettings) -> str:
 # step.  They only use POSIX sh and busybox applets.
 
 
+def _meter_alive_function(settings: ProbeSettings) -> str:
+    """Defines the sh function ``meter_alive PID``: PID is this workdir's running meter.
+
+    A pid file outlives a killed meter, and its pid may then belong to any
+    process.  The meter runs in its workdir, so a process counts only when
+    its working directory is the workdir (builtins only: no process spawned;
+    a zombie has no working directory).
+    """
+    return (
+        'meter_alive() { case $1 in ""|*[!0-9]*) return 1 ;; esac; '
+        f'[ "/proc/$1/cwd" -ef {shlex.quote(settings.workdir)} ]; }}'
+    )
+
+
+def _read_pid(settings: ProbeSettings) -> str:
+    """Sets ``p`` to the pid in the pid file, or to nothing."""
+    pidfile = shlex.quote(settings.pid_path)
+    return f"p=; [ -s {pidfile} ] && read -r p _ <{pidfile}"
+
+
+def _report_busy(settings: ProbeSettings, pid: str) -> str:
+    """A sh command saying on stderr that meter ``pid`` (a sh word) holds the workdir."""
+    return (f"printf 'Another guest meter (pid %s) is running in %s\\n' {pid} "
+            f"{shlex.quote(settings.workdir)} >&2")
+
+
 def install_command(settings: ProbeSettings) -> str:
-    """Read the script from stdin into place, starting from an empty log."""
+    """Read the script from stdin into place, starting from an empty log.
+
+    Refuses (exit :data:`EXIT_METER_BUSY`, a sentence on stderr) while
+    another live meter holds the workdir, before its log and pid file are
+    removed: two meters would overwrite each other's.  (Rewriting the script
+    file does not disturb a meter past its start-up: its shell has parsed the
+    main loop, which it never leaves but to exit.)
+    """
     q = shlex.quote
+    pidfile = q(settings.pid_path)
+    refuse = f"{_report_busy(settings, '$p')}; exit {EXIT_METER_BUSY}"
     return (
         f"mkdir -p {q(settings.workdir)} && cat >{q(settings.script_path)} && "
-        f"rm -f {q(settings.log_path)} {q(settings.pid_path)} {q(settings.fast_flag_path)}"
+        f"{{ {_meter_alive_function(settings)}; {_read_pid(settings)}; "
+        f"if meter_alive \"$p\"; then {refuse}; fi; }} && "
+        f"rm -f {q(settings.log_path)} {pidfile} {q(settings.fast_flag_path)}"
     )
 
 
@@ -358,6 +457,11 @@ def start_command(settings: ProbeSettings) -> str:
     )
 
 
+#: How long the stop command waits for the meter to log its stop before it
+#: kills the meter's process group.
+STOP_GRACE_SECONDS = 3
+
+
 def stop_command(settings: ProbeSettings) -> str:
     """Stop the meter's whole process group, wait for it, print the log."""
     q = shlex.quote
@@ -369,7 +473,8 @@ def stop_command(settings: ProbeSettings) -> str:
         f"kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
         # Done when the meter removed its pid file (it logged "#stop") or is
         # gone; a zombie still answers kill -0 until its parent reaps it.
-        f"i=0; while [ -e {pidfile} ] && kill -0 $p 2>/dev/null && [ $i -lt 30 ]; do "
+        f"i=0; while [ -e {pidfile} ] && kill -0 $p 2>/dev/null && "
+        f"[ $i -lt {STOP_GRACE_SECONDS * 10} ]; do "
         f"sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -$p 2>/dev/null; rm -f {pidfile}; fi; "
         f"cat {log} 2>/dev/null; true"
@@ -377,8 +482,58 @@ def stop_command(settings: ProbeSettings) -> str:
 
 
 def read_log_command(settings: ProbeSettings) -> str:
-    """Print the log while the meter keeps running (uptime on the first line)."""
+    """Print the whole log while the meter keeps running (uptime on the first line).
+
+    For tools and tests; the controller polls with :func:`poll_command`.
+    """
     return f"cat /proc/uptime; cat {shlex.quote(settings.log_path)} 2>/dev/null; true"
+
+
+#: What :func:`poll_command` says about the meter process.
+METER_ALIVE = "alive"
+METER_GONE = "gone"
+METER_NO_PID = "no-pid"
+
+
+def poll_command(settings: ProbeSettings, offset: int) -> str:
+    """Sample the guest clock, check the meter, print the log from byte ``offset`` on.
+
+    One round trip per poll, and it transfers only what the meter appended
+    since the controller's last read (``offset`` 0: the whole log), so a
+    long run does not cost more per poll as the log grows.  Output, see
+    :func:`parse_poll_reply`: the ``/proc/uptime`` line; ``alive PID``,
+    ``gone PID`` or ``no-pid -``; then the log's bytes from ``offset`` on.
+    """
+    return (
+        f"cat /proc/uptime; {_meter_alive_function(settings)}; {_read_pid(settings)}; "
+        f'if meter_alive "$p"; then echo "{METER_ALIVE} $p"; '
+        f'elif [ -n "$p" ]; then echo "{METER_GONE} $p"; else echo "{METER_NO_PID} -"; fi; '
+        f"tail -c +{int(offset) + 1} {shlex.quote(settings.log_path)} 2>/dev/null; true"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PollReply:
+    """The output of :func:`poll_command`, split up."""
+
+    #: The ``/proc/uptime`` line as printed.
+    uptime: str
+    #: :data:`METER_ALIVE`, :data:`METER_GONE`, :data:`METER_NO_PID`, or ""
+    #: when the output was cut short.
+    meter: str
+    pid: Optional[int]
+    #: The log from the requested offset on; its last line may be incomplete.
+    data: str
+
+
+def parse_poll_reply(out: str) -> PollReply:
+    """Split the output of :func:`poll_command`; never raises."""
+    uptime, _, rest = out.partition("\n")
+    state, _, data = rest.partition("\n")
+    meter, _, pid = state.partition(" ")
+    if meter not in (METER_ALIVE, METER_GONE, METER_NO_PID):
+        meter = ""
+    return PollReply(uptime, meter, int(pid) if pid.isdigit() else None, data)
 
 
 def fast_mode_command(settings: ProbeSettings, enabled: bool) -> str:

@@ -33,6 +33,28 @@ def _number(value: Any) -> bool:
             and math.isfinite(value) and value > 0)
 
 
+#: Characters a workdir may hold besides letters and digits.  The commands
+#: quote every path, but a directory the guest's tools, the meter's own
+#: messages and a user reading them all take verbatim is a plain one.
+_WORKDIR_PUNCTUATION = frozenset("/._-+@,:=")
+
+
+def _workdir_problems(workdir: Any) -> list[str]:
+    """What is wrong with a ``workdir`` argument (None: the default, fine)."""
+    if not isinstance(workdir, str):
+        return []  # None, or the schema's to report
+    found = []
+    if not workdir.startswith("/"):
+        found.append(f"workdir must be an absolute path (starting with /), got {workdir!r}")
+    odd = sorted({c for c in workdir
+                  if c != "\n" and not (c.isascii() and c.isalnum())
+                  and c not in _WORKDIR_PUNCTUATION})
+    if odd:
+        found.append("workdir must not contain spaces or shell metacharacters: "
+                     + ", ".join(repr(c) for c in odd))
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class MeterArguments:
     """The arguments of the scenario that decide what the guest meter does.
@@ -48,6 +70,7 @@ class MeterArguments:
     fast_probe_interval: float
     probe_timeout: float
     http_tool: str
+    workdir: Optional[str]
     recovery_probes: int
     recovery_timeout: float
     target_hosts: Optional[Sequence[str]]
@@ -83,10 +106,11 @@ class MeterArguments:
         for nic in self.nics or ():
             if isinstance(nic, Mapping) and not (nic.get("net-id") or nic.get("net-name")):
                 found.append(f"each entry of nics needs 'net-id' or 'net-name', got {nic}")
-        for name in ("expect", "metadata_url"):
+        for name in ("expect", "metadata_url", "workdir"):
             value = getattr(self, name)
             if isinstance(value, str) and "\n" in value:
                 found.append(f"{name} must be a single line")
+        found.extend(_workdir_problems(self.workdir))
         return found
 
     @property
@@ -117,6 +141,6 @@ class MeterArguments:
             timeout=self.probe_timeout,
             tool=self.http_tool,
             # One directory per server: simulated guests may share a file system.
-            workdir=f"/tmp/rally-metadata-meter-{server_id[:8]}",
+            workdir=self.workdir or f"/tmp/rally-metadata-meter-{server_id[:8]}",
             duration=duration,
         )

@@ -160,6 +160,7 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         fast_probe_interval: t.Annotated[float, Field(gt=0, le=10)] = 0.05,
         probe_timeout: t.Annotated[float, Field(gt=0, le=60)] = 1.0,
         http_tool: t.Literal["auto", "curl", "wget"] = "auto",
+        workdir: str | None = None,
         baseline_probes: t.Annotated[int, Field(ge=1, le=1000)] = 5,
         recovery_probes: t.Annotated[int, Field(ge=1, le=1000)] = 5,
         recovery_timeout: t.Annotated[float, Field(gt=0)] = 60.0,
@@ -232,6 +233,10 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param probe_timeout: seconds one probe may take in total (> 0)
         :param http_tool: HTTP client in the guest: "auto" (busybox wget,
             else curl, else wget), "curl" or "wget"
+        :param workdir: absolute directory in the guest for the meter's script,
+            log and pid file (writable by username, room for the log);
+            None means /tmp/rally-metadata-meter-<first 8 characters of the
+            server id>; one meter at a time per directory
         :param baseline_probes: good probes in a row needed before the first
             migration (waits up to [metadata_meter] baseline_timeout seconds)
         :param recovery_probes: good probes in a row after nova finished that

@@ -14,7 +14,7 @@ from rally_metadata_plugin.adapters import guest_meter as guest
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
 
-from guest_commands import command_kind
+from guest_commands import command_kind, poll_answer
 
 UUID = "0b7f2a1e-6c4d-4a8e-9d0f-1234567890ab"
 
@@ -195,6 +195,13 @@ def test_explain_missing_http_client_and_silent_meter():
     assert "wrote no probe" in guest.explain_no_baseline(analysis.parse_log(""), 5, 60, "u")
 
 
+def test_explain_wget_without_any_time_bound():
+    log = analysis.parse_log("#fatal 1.0 no-probe-bound wget crashes on -T and timeout "
+                             "does not work\n")
+    message = guest.explain_no_baseline(log, 5, 1, "http://x/")
+    assert "crashes on -T" in message and "http_tool" in message and "curl" in message
+
+
 # -- scripted SSH: failures the real shell cannot easily produce --------------
 
 
@@ -210,18 +217,24 @@ class ScriptedSSH:
                       "uptime": (0, "100.00 5.00\n", ""),
                       "fast-on": (0, "100.00 5.00\n", ""), "fast-off": (0, "", "")}
         self.rules.update(rules)
+        #: The meter state line of poll answers (see guest_commands.poll_answer).
+        self.meter = "alive 4242"
         self.ran = []
+        self.timeouts = []
         self.close = mock.Mock()
 
     def execute(self, cmd, stdin=None, timeout=3600):
         kind = command_kind(cmd)
         self.ran.append(kind)
+        self.timeouts.append((kind, timeout))
         rule = self.rules[kind]
         if isinstance(rule, Exception):
             raise rule
-        if callable(rule):
-            return rule()
-        return rule
+        answer = rule() if callable(rule) else rule
+        if kind == "read":  # rules give the uptime and the whole log
+            status, out, err = answer
+            return status, poll_answer(cmd, out, self.meter), err
+        return answer
 
 
 def scripted_meter(ssh, **kw):
@@ -348,3 +361,258 @@ def test_paramiko_exec_timeout_becomes_guest_error():
     ssh._get_client.return_value = client
     with pytest.raises(guest.GuestError, match="within 2 s"):
         guest.GuestMeter(ssh, script.ProbeSettings(expect="x"))._exec("sleep 9", timeout=2)
+
+
+def test_second_meter_in_the_same_workdir_is_refused(service, tmp_path):
+    """Two meters in one workdir would overwrite each other's log and pid file."""
+    settings = settings_for(service, tmp_path)
+    with meter_for(LocalShell(), settings) as first:
+        pid = first.start()
+        second = meter_for(LocalShell(), settings)
+        with pytest.raises(guest.GuestError) as error:
+            with second:
+                second.start()
+        message = str(error.value)
+        assert f"Another guest meter (pid {pid}) is running in {settings.workdir}" in message
+        assert "workdir" in message
+        # The first meter was left alone: same pid file, its log still growing.
+        assert alive(pid)
+        with open(settings.pid_path) as pidfile:
+            assert pidfile.read().strip() == str(pid)
+        grown = len(first.read().log.records)
+        time.sleep(0.2)
+        assert len(first.read().log.records) > grown
+        first.stop()
+    # A pid file left by a meter that is gone does not block a new one.
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(f"{pid}\n")
+    with meter_for(LocalShell(), settings) as third:
+        assert third.start() != pid
+
+
+# -- incremental reads ------------------------------------------------------------------
+
+
+class CountingShell(LocalShell):
+    """A LocalShell that counts the bytes each command sends back."""
+
+    def __init__(self):
+        super().__init__()
+        self.received = []
+
+    def execute(self, cmd, stdin=None, timeout=3600):
+        status, out, err = super().execute(cmd, stdin, timeout)
+        self.received.append(len(out.encode()) + len(err.encode()))
+        return status, out, err
+
+
+def record_line(seq):
+    return "%d %.2f %.2f P ok\n" % (seq, 100 + seq * 0.05, 100.01 + seq * 0.05)
+
+
+@pytest.fixture
+def meter_stand_in(tmp_path):
+    """Settings whose pid file names a live process in the workdir, as a running meter."""
+    settings = script.ProbeSettings(expect="x", workdir=str(tmp_path / "meter"), duration=60)
+    os.makedirs(settings.workdir)
+    holder = subprocess.Popen(["sleep", "60"], cwd=settings.workdir)
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(f"{holder.pid}\n")
+    yield settings
+    holder.kill()
+    holder.wait()
+
+
+def test_reads_transfer_only_what_is_new(meter_stand_in):
+    """Polling a long log costs what was appended since the last poll, not the log's size."""
+    settings = meter_stand_in
+    with open(settings.log_path, "w") as log:
+        log.write("#start 100.00 v=1 tool=curl\n")
+        log.writelines(record_line(seq) for seq in range(1, 20001))
+    shell = CountingShell()
+    meter = meter_for(shell, settings)
+    assert len(meter.read().log.records) == 20000
+    per_poll = []
+    seq = 20000
+    for round in range(10):
+        with open(settings.log_path, "a") as log:
+            for _ in range(5):
+                seq += 1
+                log.write(record_line(seq))
+            if round % 3 == 1:
+                log.write(record_line(seq + 1)[:9])  # a record still being written
+        shell.received.clear()
+        snapshot = meter.read()
+        per_poll.append(sum(shell.received))
+        assert [r.seq for r in snapshot.log.records[-5:]] == list(range(seq - 4, seq + 1))
+        if round % 3 == 1:
+            with open(settings.log_path, "a") as log:
+                seq += 1
+                log.write(record_line(seq)[9:])
+    # Uptime, meter state and 5 or 6 records of 27 bytes: never the 540 KB log.
+    assert max(per_poll) < 400, per_poll
+    with open(settings.log_path) as log:
+        text = log.read()
+    assert snapshot.text == text
+    assert snapshot.log == analysis.parse_log(text)
+    assert len(snapshot.log.records) == seq
+
+
+
+# -- is the meter still measuring? ---------------------------------------------------------
+
+
+def reads(*answers):
+    """A read rule giving each answer in turn (uptime line + whole log), the last forever."""
+    answers = list(answers)
+
+    def rule():
+        return (0, answers.pop(0) if len(answers) > 1 else answers[0], "")
+
+    return rule
+
+
+LOG_SO_FAR = "#start 99.9 v=1\n1 99.9 99.91 P ok\n2 100.1 100.11 P ok\n"
+
+
+@pytest.mark.parametrize("meter,log,expected", [
+    ("gone 4242", LOG_SO_FAR, r"The guest meter \(pid 4242\) is gone without logging why"),
+    ("no-pid -", LOG_SO_FAR, r"pid file /tmp/rally-metadata-meter/meter.pid is gone"),
+    ("gone 4242", LOG_SO_FAR + "#stop 100.2 duration\n",
+     r"stopped \(duration\) at guest time 100.2 s.*duration bound ran out"),
+    ("no-pid -", LOG_SO_FAR + "#stop 100.2 signal\n", r"sent it a stop signal"),
+])
+def test_a_meter_that_stopped_measuring_is_an_error_saying_why(meter, log, expected):
+    ssh = ScriptedSSH(read=(0, "100.30 5.00\n" + log, ""))
+    ssh.meter = meter
+    with pytest.raises(guest.MeterLost, match=expected):
+        scripted_meter(ssh).wait_for_recovery(3, time.monotonic(), timeout=5)
+
+
+def test_a_reboot_is_named():
+    ssh = ScriptedSSH(read=reads("500.00 5.00\n" + LOG_SO_FAR, "12.00 3.00\n" + LOG_SO_FAR))
+    meter = scripted_meter(ssh)
+    meter.read()
+    with pytest.raises(guest.MeterLost) as error:
+        meter.read()
+    message = str(error.value)
+    assert "The guest rebooted" in message and "from 500.0 s to 12.0 s" in message
+    assert "console log" in message
+
+
+def test_a_log_that_stopped_growing_is_named():
+    grows = ["%.2f 1.00\n%s" % (100 + 2 * i, LOG_SO_FAR + "".join(
+        "%d %.2f %.2f P ok\n" % (seq, 100 + seq * 0.1, 100.01 + seq * 0.1)
+        for seq in range(3, 3 + i))) for i in range(3)]
+    stuck = ["%.2f 1.00\n%s" % (104 + 2 * i, grows[-1].partition("\n")[2]) for i in range(1, 6)]
+    ssh = ScriptedSSH(read=reads(*grows, *stuck))
+    meter = scripted_meter(ssh, stall_timeout=5)
+    for _ in grows:
+        meter.read()
+    meter.read()  # 2 s quiet
+    meter.read()  # 4 s quiet
+    with pytest.raises(guest.MeterLost) as error:
+        meter.read()  # 6 s quiet
+    message = str(error.value)
+    assert "The guest meter (pid 4242) runs but its log" in message
+    assert "has not grown for 6 s" in message and "full" in message and "workdir" in message
+
+
+def test_one_quiet_read_after_a_long_pause_is_not_a_stall():
+    """After a long switchover pause the guest clock jumps; probes resume a moment later."""
+    ssh = ScriptedSSH(read=reads("100.00 1.00\n" + LOG_SO_FAR, "160.00 1.00\n" + LOG_SO_FAR,
+                                 "160.50 1.00\n" + LOG_SO_FAR + "3 159.9 160.2 P ok\n"))
+    meter = scripted_meter(ssh, stall_timeout=5)
+    for _ in range(3):
+        meter.read()
+
+
+def test_default_stall_timeout_leaves_room_for_the_slowest_probe():
+    settings = script.ProbeSettings(expect="x", interval=2, fast_interval=1, timeout=7.5,
+                                    connect_timeout=0.5)
+    meter = guest.GuestMeter(ScriptedSSH(), settings)
+    assert meter.stall_timeout >= 3 * (2 + 8)
+    assert guest.GuestMeter(ScriptedSSH(), script.ProbeSettings(expect="x")).stall_timeout >= 10
+
+
+def test_a_fatal_exit_is_explained_not_reported_as_gone():
+    ssh = ScriptedSSH(read=(0, "100.0 1.0\n#start 99.9 v=1\n#fatal 99.95 no-http-client "
+                               "neither curl nor wget is installed\n", ""))
+    ssh.meter = "gone 4242"
+    with pytest.raises(guest.GuestError, match="neither curl nor wget"):
+        with scripted_meter(ssh) as meter:
+            meter.start()
+
+
+
+# -- one retry policy for every guest command ------------------------------------------------
+
+
+def once(error, then):
+    """A rule failing with ``error`` the first time, then answering ``then``."""
+    answers = [error, then]
+
+    def rule():
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return rule
+
+
+@pytest.mark.parametrize("kind,call", [
+    ("fast-on", lambda meter: meter.clock_sample(fast=True)),
+    ("uptime", lambda meter: meter.clock_sample()),
+    ("fast-off", lambda meter: meter.set_fast(False)),
+    ("stop", lambda meter: meter.stop()),
+    ("read", lambda meter: meter.read()),
+])
+def test_every_repeatable_command_reconnects_and_retries(kind, call):
+    ssh = ScriptedSSH()
+    ssh.rules[kind] = once(OSError("connection reset by peer"), ssh.rules[kind])
+    call(scripted_meter(ssh))
+    assert ssh.ran == [kind, kind]
+    ssh.close.assert_called_once()  # the reconnect
+
+
+def test_a_connection_that_stays_down_gives_up_after_a_few_attempts():
+    ssh = ScriptedSSH(**{"fast-off": OSError("No route to host")})
+    with pytest.raises(guest.SSHLost) as error:
+        scripted_meter(ssh).set_fast(False)
+    assert ssh.ran == ["fast-off"] * guest.RETRY_ATTEMPTS
+    assert f"{guest.RETRY_ATTEMPTS} attempts" in str(error.value)
+    assert "No route to host" in str(error.value)
+
+
+def test_install_and_start_are_not_repeated():
+    """A second start could start a second meter; install is followed by start."""
+    for kind in ("install", "start"):
+        ssh = ScriptedSSH(**{kind: OSError("reset")})
+        with pytest.raises(guest.GuestError):
+            with scripted_meter(ssh) as meter:
+                meter.start()
+        assert ssh.ran.count(kind) == 1
+
+
+def test_each_attempt_is_capped_not_the_whole_command_timeout():
+    """A silently dropped connection costs one short attempt, not command_timeout."""
+    ssh = ScriptedSSH(read=(0, "100.00 5.00\n#start 99.9 v=1\n1 99.9 99.91 P ok\n"
+                              "2 100.5 100.51 P ok\n", ""))
+    meter = scripted_meter(ssh, command_timeout=60, retry_timeout=2)
+    assert meter.wait_for_recovery(1, time.monotonic(), timeout=30).recovered
+    meter.clock_sample(fast=True)
+    meter.set_fast(False)
+    meter.stop()
+    assert {kind for kind, _ in ssh.timeouts} == {"read", "fast-on", "fast-off", "stop"}
+    for kind, timeout in ssh.timeouts:
+        limit = 2 + script.STOP_GRACE_SECONDS if kind == "stop" else 2
+        assert timeout <= limit, (kind, timeout)
+
+
+def test_recovery_wait_retries_until_its_deadline():
+    ssh = ScriptedSSH(read=OSError("timed out"))
+    meter = scripted_meter(ssh, retry_timeout=1)
+    with pytest.raises(guest.SSHLost, match="could not read the meter log for 0.3 s"):
+        meter.wait_for_recovery(3, time.monotonic(), timeout=0.3)
+    assert ssh.ran.count("read") > guest.RETRY_ATTEMPTS

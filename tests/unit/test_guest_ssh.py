@@ -68,18 +68,14 @@ class _Guest(paramiko.ServerInterface):
         channel.close()
 
 
-class SSHGuest:
-    """Accepts SSH connections on 127.0.0.1 and runs commands locally."""
+class LocalListener:
+    """Accepts TCP connections on 127.0.0.1 in a thread and hands each to ``_serve``."""
 
-    host_key = paramiko.RSAKey.generate(1024)
-
-    def __init__(self, env):
-        self.env = env
+    def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
         self.port = self.sock.getsockname()[1]
-        self.transports = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -88,10 +84,27 @@ class SSHGuest:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(self.host_key)
-            transport.start_server(server=_Guest(self.env))
-            self.transports.append(transport)
+            self._serve(conn)
+
+    def _serve(self, conn):
+        raise NotImplementedError
+
+
+class SSHGuest(LocalListener):
+    """Accepts SSH connections on 127.0.0.1 and runs commands locally."""
+
+    host_key = paramiko.RSAKey.generate(1024)
+
+    def __init__(self, env):
+        self.env = env
+        self.transports = []
+        super().__init__()
+
+    def _serve(self, conn):
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(self.host_key)
+        transport.start_server(server=_Guest(self.env))
+        self.transports.append(transport)
 
     def close(self):
         self.sock.close()
@@ -153,3 +166,96 @@ def test_fast_exec_round_trip_is_short(ssh_guest):
     assert (time.monotonic() - started) / 3 < 0.5
     assert sample.error < 0.3
     ssh.close()
+
+
+
+# -- a connection that dies silently (the floating IP moved) ---------------------------------
+
+
+class SilentProxy(LocalListener):
+    """A TCP relay to the SSH guest whose connections can die without a word.
+
+    :meth:`drop` makes every relayed connection swallow what either side
+    sends, with no FIN and no RST, as when the floating IP moves to another
+    host: the client only learns from a timeout.  New connections relay.
+    """
+
+    def __init__(self, port):
+        self.target = port
+        self.links = []
+        super().__init__()
+
+    def _serve(self, client):
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        link = {"dropped": False, "socks": (client, upstream)}
+        self.links.append(link)
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst, link), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, link):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not link["dropped"]:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        if not link["dropped"]:
+            for sock in link["socks"]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def drop(self):
+        for link in self.links:
+            link["dropped"] = True
+
+    def close(self):
+        self.sock.close()
+        for link in self.links:
+            for sock in link["socks"]:
+                sock.close()
+
+
+@pytest.fixture
+def proxy(ssh_guest):
+    relay = SilentProxy(ssh_guest.port)
+    yield relay
+    relay.close()
+
+
+def test_silently_dropped_connection_costs_one_short_attempt(proxy, service, tmp_path):
+    """After the floating IP moves, recovery is seen within seconds, not the whole timeout."""
+    ssh = client_for(proxy)
+    settings = settings_for(service, tmp_path)
+    with guest.GuestMeter(ssh, settings, poll_interval=0.05, start_timeout=5,
+                          command_timeout=60) as meter:
+        meter.start()
+        meter.wait_for_baseline(3, timeout=10)
+        proxy.drop()
+        started = time.monotonic()
+        recovery = meter.wait_for_recovery(3, started, timeout=25)
+        took = time.monotonic() - started
+        assert recovery.recovered
+        assert took < 12, f"recovery seen after {took:.1f} s"
+        meter.stop()
+
+
+def test_every_command_survives_a_silently_dropped_connection(proxy, service, tmp_path):
+    ssh = client_for(proxy)
+    settings = settings_for(service, tmp_path)
+    with guest.GuestMeter(ssh, settings, poll_interval=0.05, start_timeout=5,
+                          command_timeout=60, retry_timeout=1) as meter:
+        meter.start()
+        meter.wait_for_baseline(3, timeout=10)
+        for step in (lambda: meter.clock_sample(fast=True), lambda: meter.set_fast(False),
+                     meter.read, meter.stop):
+            proxy.drop()
+            started = time.monotonic()
+            step()
+            assert time.monotonic() - started < 1 + 3 + 3, step
+        assert "#stop" in meter.final_log

@@ -529,3 +529,74 @@ def test_outage_of_one_period_is_always_seen(period, phase, before, length_perio
     (o,) = analyze(parse_log(text)).outages
     assert o.lower - 1e-9 <= b - a <= o.upper + 1e-9
     assert abs(o.duration - (b - a)) <= o.error + 1e-9
+
+
+# -- healthy streaks while probes are still in flight ------------------------------
+
+
+def test_healthy_streak_waits_for_a_probe_still_in_flight():
+    """Seq 2 has not written its record yet: it may be a failure, so 3-5 is not yet known
+    to be the first healthy run (it would be 2-4 if 2 passes)."""
+    records = [rec(1, 100.0, False), rec(3, 100.4), rec(4, 100.6), rec(5, 100.8)]
+    assert analysis.first_healthy_streak(records, 3) is None
+    with_2 = sorted(records + [rec(2, 100.2)], key=lambda r: r.seq)
+    assert analysis.first_healthy_streak(with_2, 3).seq == 4
+    with_2_failed = sorted(records + [rec(2, 100.2, False)], key=lambda r: r.seq)
+    assert analysis.first_healthy_streak(with_2_failed, 3).seq == 5
+
+
+def test_healthy_streak_ignores_gaps_before_after():
+    # 2 is missing but started before seq 3, which started before ``after``: irrelevant.
+    records = [rec(1, 100.0), rec(3, 100.4, False), rec(4, 100.6), rec(5, 100.8),
+               rec(6, 101.0)]
+    assert analysis.first_healthy_streak(records, 3, after=100.5).seq == 6
+    # 4 is missing and may have started after ``after``.
+    records = [rec(1, 100.0), rec(2, 100.2, False), rec(3, 100.4), rec(5, 100.8),
+               rec(6, 101.0), rec(7, 101.2)]
+    assert analysis.first_healthy_streak(records, 3, after=100.3) is None
+    # A run completed before the gap is known whatever the missing probe did.
+    assert analysis.first_healthy_streak(records[:3] + [rec(4, 100.6)] + records[3:], 3,
+                                         after=100.3).seq == 5
+    assert analysis.first_healthy_streak(records, 1, after=100.3).seq == 3
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=30),
+       st.integers(1, 5), st.one_of(st.none(), st.integers(0, 30)))
+def test_healthy_streak_never_changes_as_records_arrive(probes, needed, after_index):
+    """Probes finish out of order: whatever subset of records was written when the log
+    was read, a streak found then is the streak found in the complete log."""
+    full = [rec(i + 1, round(100 + 0.2 * i, 2), ok) for i, (ok, _) in enumerate(probes)]
+    written = [r for r, (_, done) in zip(full, probes) if done]
+    after = float("-inf") if after_index is None else 100 + 0.2 * after_index - 0.1
+    found = analysis.first_healthy_streak(written, needed, after=after)
+    if found is not None:
+        assert found == analysis.first_healthy_streak(full, needed, after=after)
+
+
+# -- parsing a growing log ---------------------------------------------------------------
+
+LOG_LINES = st.one_of(
+    st.builds(lambda seq, t, ok: line(seq, t, ok), st.integers(1, 30),
+              st.floats(100, 200).map(lambda t: round(t, 2)), st.booleans()),
+    st.sampled_from(["#start 99.90 v=1 tool=wget\n", "#stop 201.00 signal\n", "garbage\n",
+                     "\n", "#fatal 1.0 no-http-client x\n", "5 1.00 0.50 P ok\n"]),
+)
+
+
+@given(st.lists(LOG_LINES, max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_log_parser_fed_in_pieces_equals_parse_log(lines, cuts):
+    """The controller feeds what each poll brought (whole lines); the result is the same."""
+    parser = analysis.LogParser()
+    bounds = sorted({0, len(lines), *(c for c in cuts if c <= len(lines))})
+    for lo, hi in zip(bounds, bounds[1:]):
+        parser.feed("".join(lines[lo:hi]))
+    assert parser.log == parse_log("".join(lines))
+
+
+def test_log_parser_takes_complete_lines_only():
+    parser = analysis.LogParser()
+    with pytest.raises(ValueError, match="complete lines"):
+        parser.feed("1 1.00 1.01 P ok")
+    parser.feed("")
+    assert parser.log == MeterLog(())

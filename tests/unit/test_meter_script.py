@@ -212,6 +212,8 @@ def commands(settings):
         "start": script.start_command(settings),
         "stop": script.stop_command(settings),
         "read": script.read_log_command(settings),
+        "poll": script.poll_command(settings, 0),
+        "poll_later": script.poll_command(settings, 12345),
         "fast_on": script.fast_mode_command(settings, True),
         "fast_off": script.fast_mode_command(settings, False),
     }
@@ -261,3 +263,87 @@ def test_wget_success_after_the_timeout_is_a_failure(timeout, late):
     text = script.render_probe_script(ProbeSettings(timeout=timeout,
                                                     connect_timeout=min(0.5, timeout)))
     assert f'[ $(( CS - c0 )) -ge {late} ] && reason=wget:timeout' in text
+
+
+# -- IPv6 link-local URLs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url,for_wget", [
+    ("http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json",
+     "http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json"),
+    ("http://[fe80::a9fe:a9fe%25ens3]:8080/x%25y", "http://[fe80::a9fe:a9fe%ens3]:8080/x%25y"),
+    ("http://[fe80::a9fe:a9fe%eth0]/", "http://[fe80::a9fe:a9fe%eth0]/"),
+    ("http://[fd00::1]/latest/meta-data/hostname", "http://[fd00::1]/latest/meta-data/hostname"),
+    ("http://169.254.169.254/a%25b", "http://169.254.169.254/a%25b"),
+])
+def test_wget_url_decodes_only_the_zone_separator(url, for_wget):
+    assert script.wget_url(url) == for_wget
+
+
+def test_ipv6_url_is_rendered_in_the_form_each_tool_accepts():
+    """busybox wget does not decode %25 in the host ("bad address"); curl does."""
+    text = script.render_probe_script(ProbeSettings(url=script.ipv6_metadata_url("eth0")))
+    assert "URL='http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json'\n" in text
+    assert "WGET_URL='http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json'\n" in text
+    probe = text[text.index("probe() {"):]
+    assert '-m "$TIMEOUT" "$URL"' in probe  # curl
+    assert '$WGET_LIMIT "$WGET_URL"' in probe
+    assert 'wget $WGET_QUIET -O "$out.body" $WGET_LIMIT "$URL"' not in probe
+
+
+def test_timeout_guard_detects_the_old_busybox_syntax():
+    """busybox < 1.30 (CirrOS 0.5) only takes "timeout -t SECS PROG": try both, modern first."""
+    text = script.render_probe_script(ProbeSettings(timeout=2.5, connect_timeout=0.5))
+    modern = text.index('if timeout 1 true >/dev/null 2>&1; then '
+                        'WGET_GUARD="timeout $WGET_TIMEOUT"')
+    old = text.index('elif timeout -t 1 true >/dev/null 2>&1; then '
+                     'WGET_GUARD="timeout -t $WGET_TIMEOUT"')
+    fatal = text.index('event fatal "no-probe-bound ')
+    assert modern < old < fatal < text.index('probe "$seq" &')
+    assert f"exit {script.EXIT_NO_PROBE_BOUND}\n" in text
+    assert 'WGET_GUARD="timeout $WGET_TIMEOUT"; fi' not in text
+
+
+
+
+# -- polling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_poll_reports_the_meter_and_the_log_from_an_offset(shell, tmp_path):
+    settings = ProbeSettings(workdir=str(tmp_path / "w"))
+    os.makedirs(settings.workdir)
+    with open(settings.log_path, "w") as log:
+        log.write("#start 1.00 v=1\n1 1.00 1.01 P ok\n2 1.2")
+
+    def poll(offset):
+        done = subprocess.run([*shell_argv(shell), "-c", script.poll_command(settings, offset)],
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return script.parse_poll_reply(done.stdout)
+
+    reply = poll(0)
+    assert float(reply.uptime.split()[0]) > 0
+    assert (reply.meter, reply.pid) == (script.METER_NO_PID, None)
+    assert reply.data == "#start 1.00 v=1\n1 1.00 1.01 P ok\n2 1.2"
+    assert poll(16).data == "1 1.00 1.01 P ok\n2 1.2"
+    assert poll(100).data == ""
+    # A pid file whose process is gone, then one naming a live process in the workdir.
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout
+    with open(settings.pid_path, "w") as pidfile:
+        pidfile.write(gone)
+    assert (poll(0).meter, poll(0).pid) == (script.METER_GONE, int(gone))
+    holder = subprocess.Popen(["sleep", "30"], cwd=settings.workdir)
+    try:
+        with open(settings.pid_path, "w") as pidfile:
+            pidfile.write(f"{holder.pid}\n")
+        assert (poll(0).meter, poll(0).pid) == (script.METER_ALIVE, holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_poll_reply_cut_short_is_not_misread():
+    assert script.parse_poll_reply("") == script.PollReply("", "", None, "")
+    reply = script.parse_poll_reply("12.00 1.00\nweird\n1 1 1 P ok\n")
+    assert (reply.uptime, reply.meter, reply.pid) == ("12.00 1.00", "", None)

@@ -19,7 +19,7 @@ from rally_metadata_plugin.adapters import live_migration as nova  # noqa: E402
 from rally_metadata_plugin.core import report  # noqa: E402
 from rally_metadata_plugin.plugins import scenario as sc  # noqa: E402
 
-from guest_commands import command_kind  # noqa: E402
+from guest_commands import command_kind, poll_answer  # noqa: E402
 
 CONF = cfg.CONF
 
@@ -121,7 +121,7 @@ class FakeGuestSSH:
             self.started = now
             return 0, "4242\n", ""
         if kind == "read":
-            return 0, "%.2f 1.00\n%s" % (now, self._log(now)), ""
+            return 0, poll_answer(cmd, "%.2f 1.00\n%s" % (now, self._log(now))), ""
         if kind == "stop":
             self.stopped = now
             return 0, self._log(now) + "#stop %.2f signal\n" % now, ""
@@ -647,3 +647,14 @@ def test_cleanup_whatever_fails(step):
         assert any(line.startswith("The iteration failed") for line in notes["data"])
     names = [a["name"] for a in scenario.atomic_actions()]
     assert all(re.fullmatch(r"[a-z]+\.[a-z_]+", n) for n in names)
+
+
+def test_workdir_argument_reaches_the_meter():
+    cloud = FakeCloud()
+    with mock.patch.object(sc.guest_meter, "GuestMeter", wraps=guest.GuestMeter) as meter_cls:
+        _, error = run(cloud, migrations=1, workdir="/var/tmp/rally-meter")
+        assert error is None, error
+        assert meter_cls.call_args[0][1].workdir == "/var/tmp/rally-meter"
+        run(cloud, migrations=1)
+        assert meter_cls.call_args[0][1].workdir == \
+            "/tmp/rally-metadata-meter-" + cloud.servers[-1].id[:8]

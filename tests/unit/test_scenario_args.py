@@ -220,3 +220,43 @@ def test_internal_network_is_no_floating_network():
     (error,) = network_errors({"floating_network": "private"}, [PRIVATE, PUBLIC])
     assert "floating_network 'private' is network private (id 9a3c4d1e-private), which is " \
            "not external" in error
+
+
+# -- workdir -------------------------------------------------------------------------
+
+
+def test_workdir_is_accepted_and_documented():
+    assert args_errors(workdir="/var/tmp/rally-meter_1.2+x@y") == []
+    info = scenario.Scenario.get(NAME).get_info()
+    (doc,) = [p["doc"] for p in info["parameters"] if p["name"] == "workdir"]
+    assert "/tmp/rally-metadata-meter-" in doc
+
+
+@pytest.mark.parametrize("workdir,message", [
+    ("tmp/meter", "workdir must be an absolute path (starting with /), got 'tmp/meter'"),
+    ("/tmp/a\nb", "workdir must be a single line"),
+    ("/tmp/my meter", "workdir must not contain spaces or shell metacharacters: ' '"),
+    ("/tmp/$HOME;x", "workdir must not contain spaces or shell metacharacters: '$', ';'"),
+])
+def test_wrong_workdir_says_what_is_wrong(workdir, message):
+    (error,) = args_errors(workdir=workdir)
+    assert message in error
+
+
+def meter_arguments(**overrides):
+    from rally_metadata_plugin.core import scenario_args
+    from rally_metadata_plugin.plugins import scenario as plugin
+
+    args = plugin._workload_args(scenario.Scenario.get(NAME), {"args": overrides})
+    return scenario_args.MeterArguments.from_mapping(args)
+
+
+def test_probe_settings_use_the_workdir():
+    server_id = "0b7f2a1e-6c4d-4a8e-9d0f-1234567890ab"
+    default = meter_arguments().probe_settings(server_id=server_id, duration=10)
+    assert default.workdir == "/tmp/rally-metadata-meter-0b7f2a1e"
+    chosen = meter_arguments(workdir="/var/tmp/m").probe_settings(server_id=server_id,
+                                                                   duration=10)
+    assert (chosen.workdir, chosen.log_path) == ("/var/tmp/m", "/var/tmp/m/meter.log")
+    with pytest.raises(ValueError, match="workdir must be an absolute path"):
+        meter_arguments(workdir="m").probe_settings(server_id=server_id, duration=10)
