@@ -1,7 +1,8 @@
 """``rally-metadata-devcloud``: run the devcloud from a shell.
 
     rally-metadata-devcloud serve --profile healthy --seed 1 \\
-        --state-dir DIR [--port 0] [--hypervisors 2] [--ssh-port 2222]
+        --state-dir DIR [--port 0] [--hypervisors 2] [--ssh-port 2222] \\
+        [--local-disks] [--disabled-hosts compute-2] [--down-hosts ...]
 
 Prints one JSON line with the URLs and file paths once ready (the same
 object is in ``DIR/ready``), then serves until SIGTERM or SIGINT, on which
@@ -53,9 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--boot-seconds", type=float, default=0.3)
     serve.add_argument("--nova-version", default="2.79",
                        help="microversion written into env.json")
+    serve.add_argument("--local-disks", action="store_true",
+                       help="instances on local disks (no shared storage): "
+                            "nova refuses a live migration without block "
+                            "migration, and \"auto\" means block")
+    serve.add_argument("--disabled-hosts", type=_host_list, default=(),
+                       metavar="HOST[,HOST...]",
+                       help="compute hosts whose nova-compute service is "
+                            "disabled")
+    serve.add_argument("--down-hosts", type=_host_list, default=(),
+                       metavar="HOST[,HOST...]",
+                       help="compute hosts whose nova-compute service is "
+                            "down")
     serve.add_argument("--log-level", default="WARNING")
     sub.add_parser("profiles", help="list the shipped profiles")
     return parser
+
+
+def _host_list(text: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in text.split(",") if h.strip())
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -64,7 +81,9 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port, hypervisors=args.hypervisors,
         ssh_port=args.ssh_port, ssh_user=args.ssh_user,
         floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
-        nova_version=args.nova_version, users=default_users(args.users))
+        nova_version=args.nova_version, users=default_users(args.users),
+        local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
+        down_hosts=args.down_hosts)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
