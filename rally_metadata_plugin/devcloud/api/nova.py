@@ -23,11 +23,11 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api.base import (Call, Service,
                                                      empty_response,
                                                      json_response)
-from rally_metadata_plugin.devcloud.model.compute import (AVAILABILITY_ZONE,
-                                                          Flavor, Keypair,
+from rally_metadata_plugin.devcloud.model.compute import (Flavor, Keypair,
                                                           Server, ServerGroup)
 from rally_metadata_plugin.devcloud.model.server_ports import (
     NetworkRequest, ServerAddress)
+from rally_metadata_plugin.devcloud.model.services import AVAILABILITY_ZONE
 
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 96)

@@ -22,8 +22,7 @@ from rally_metadata_plugin.devcloud.model.common import (isotime, new_id,
                                                          utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
 from rally_metadata_plugin.devcloud.model.security_groups import DEFAULT_GROUP
-from rally_metadata_plugin.devcloud.model.services import (  # noqa: F401
-    AVAILABILITY_ZONE, Host)
+from rally_metadata_plugin.devcloud.model.services import Host
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend

@@ -34,8 +34,11 @@ from rally_metadata_plugin.devcloud.model.common import (isotime, new_id,
                                                          utcnow)
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.identity import Caller
+from rally_metadata_plugin.devcloud.model.outages import (MetadataOutages,
+                                                          Outage)
+# the metadata service imports it from here (it lives in .outages now)
 from rally_metadata_plugin.devcloud.model.outages import (  # noqa: F401
-    InstanceIdentity, MetadataOutages, MetadataView, Outage)
+    InstanceIdentity)
 from rally_metadata_plugin.devcloud.model.services import CONTROLLER
 from rally_metadata_plugin.devcloud.profiles import OutagePlan
 

@@ -13,8 +13,8 @@ import dataclasses
 import uuid
 from typing import TYPE_CHECKING
 
-from rally_metadata_plugin.devcloud.model.compute import (AVAILABILITY_ZONE,
-                                                          Server)
+from rally_metadata_plugin.devcloud.model.compute import Server
+from rally_metadata_plugin.devcloud.model.services import AVAILABILITY_ZONE
 from rally_metadata_plugin.devcloud.profiles import OutagePlan
 
 if TYPE_CHECKING:
