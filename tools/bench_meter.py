@@ -6,7 +6,7 @@ Not part of the test run.  Usage (as root for the ``drop`` schedules)::
     /work/venv/bin/python tools/bench_meter.py [--quick]
 
 For each injected outage schedule, three meters run side by side in one
-fake CirrOS guest (busybox sh and applets, see tests/functional/guest_env.py)
+fake CirrOS guest (busybox sh and applets, see rally_metadata_plugin/testing/)
 against the same fake metadata service:
 
 * ours, busybox wget (the ``auto`` tool), probe interval 0.2 s;
@@ -36,11 +36,14 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "functional"))
-
-import guest_env  # noqa: E402
-from rally_metadata_plugin.core import log_analysis as analysis  # noqa: E402
+from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.core.probe_script import METADATA_HOST
+from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.testing import guest as sandbox
+from rally_metadata_plugin.testing.guest import REAPER, Guest, wait_group_gone
+from rally_metadata_plugin.testing.metadata_server import MetadataServer
+from rally_metadata_plugin.testing.netns import NetNS, netns_unavailable
 
 INTERVAL = 0.2
 
@@ -60,26 +63,26 @@ done
 
 #: (name, kind, outage seconds, in progress when the log is read)
 FULL = [
-    ("refused 0.5s", "refused", 0.5, False),
-    ("refused 1s", "refused", 1.0, False),
-    ("refused 2s", "refused", 2.0, False),
-    ("refused 4s", "refused", 4.0, False),
-    ("drop 0.5s", "drop", 0.5, False),
-    ("drop 2s", "drop", 2.0, False),
-    ("drop 4s", "drop", 4.0, False),
-    ("hang 1s", "hang", 1.0, False),
-    ("hang 4s", "hang", 4.0, False),
-    ("http_500 1s", "http_500", 1.0, False),
-    ("wrong_instance 1s", "wrong_instance", 1.0, False),
-    ("refused, read at 2s", "refused", 2.0, True),
-    ("drop, read at 2s", "drop", 2.0, True),
+    ("refused 0.5s", FaultKind.REFUSED, 0.5, False),
+    ("refused 1s", FaultKind.REFUSED, 1.0, False),
+    ("refused 2s", FaultKind.REFUSED, 2.0, False),
+    ("refused 4s", FaultKind.REFUSED, 4.0, False),
+    ("drop 0.5s", FaultKind.DROP, 0.5, False),
+    ("drop 2s", FaultKind.DROP, 2.0, False),
+    ("drop 4s", FaultKind.DROP, 4.0, False),
+    ("hang 1s", FaultKind.HANG, 1.0, False),
+    ("hang 4s", FaultKind.HANG, 4.0, False),
+    ("http_500 1s", FaultKind.HTTP_500, 1.0, False),
+    ("wrong_instance 1s", FaultKind.WRONG_INSTANCE, 1.0, False),
+    ("refused, read at 2s", FaultKind.REFUSED, 2.0, True),
+    ("drop, read at 2s", FaultKind.DROP, 2.0, True),
 ]
 QUICK = [
-    ("refused 1s", "refused", 1.0, False),
-    ("drop 2s", "drop", 2.0, False),
-    ("hang 1s", "hang", 1.0, False),
-    ("http_500 1s", "http_500", 1.0, False),
-    ("drop, read at 2s", "drop", 2.0, True),
+    ("refused 1s", FaultKind.REFUSED, 1.0, False),
+    ("drop 2s", FaultKind.DROP, 2.0, False),
+    ("hang 1s", FaultKind.HANG, 1.0, False),
+    ("http_500 1s", FaultKind.HTTP_500, 1.0, False),
+    ("drop, read at 2s", FaultKind.DROP, 2.0, True),
 ]
 
 
@@ -100,7 +103,7 @@ def naive_probes(text: str) -> int:
 class NaiveLoop:
     """The naive loop, run with the guest's sh in its own process group."""
 
-    def __init__(self, guest: guest_env.Guest, url: str):
+    def __init__(self, guest: Guest, url: str):
         self.guest = guest
         self.script = guest.root / "naive.sh"
         self.script.write_text(NAIVE_LOOP)
@@ -109,13 +112,11 @@ class NaiveLoop:
         self.proc = None
 
     def start(self) -> None:
-        argv = [str(self.guest.bin / "sh"), str(self.script), self.url, str(self.log)]
-        if self.guest.netns:
-            argv = self.guest.netns.prefix + argv
-        self.proc = subprocess.Popen(argv, env=self.guest.env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.guest.argv(str(self.script), self.url, str(self.log)),
+                                     env=self.guest.env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        guest_env.REAPER.watch(self.proc.pid)
+        REAPER.watch(self.proc.pid)
 
     def text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -133,8 +134,8 @@ class NaiveLoop:
         if self.proc:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            guest_env.wait_group_gone(self.proc.pid, 2.0)
-            guest_env.REAPER.reap()
+            wait_group_gone(self.proc.pid, 2.0)
+            REAPER.reap()
 
 
 def wait_naive_passes(loop: NaiveLoop, count: int, timeout: float = 10) -> None:
@@ -147,29 +148,28 @@ def wait_naive_passes(loop: NaiveLoop, count: int, timeout: float = 10) -> None:
     raise TimeoutError("naive loop: no healthy baseline")
 
 
-def run_schedule(tmp: pathlib.Path, name: str, kind: str, duration: float, in_progress: bool,
-                 use_netns: bool) -> dict:
+def run_schedule(tmp: pathlib.Path, name: str, kind: FaultKind, duration: float,
+                 in_progress: bool, use_netns: bool) -> dict:
     hostname = socket.gethostname()
-    netns = guest_env.NetNS("rmpb") if use_netns else None
+    netns = NetNS("rmpb") if use_netns else None
     guests, loop, server = [], None, None
     try:
         if netns:
             netns.create()
-            server = guest_env.MetadataServer(hostname + "\n", host=guest_env.METADATA_HOST,
-                                              port=80, netns=netns)
+            server = MetadataServer(hostname + "\n", host=METADATA_HOST, port=80, netns=netns)
         else:
-            server = guest_env.MetadataServer(hostname + "\n")
+            server = MetadataServer(hostname + "\n")
         server.start()
         run_dir = tmp / name.replace(" ", "_").replace(",", "")
         ours = {}
         for label, tools, tool in (("wget", ("wget", "curl"), "auto"),
                                    ("curl", ("curl",), "curl")):
-            guest = guest_env.Guest(run_dir / label, "busybox", tools, netns)
+            guest = Guest(run_dir / label, "busybox", tools, netns)
             guests.append(guest)
             settings = guest.settings(url=server.url(), interval=INTERVAL, tool=tool)
             guest.start(settings)
             ours[label] = (guest, settings)
-        naive_guest = guest_env.Guest(run_dir / "naive", "busybox", ("curl",), netns)
+        naive_guest = Guest(run_dir / "naive", "busybox", ("curl",), netns)
         guests.append(naive_guest)
         loop = NaiveLoop(naive_guest, server.url())
         loop.start()
@@ -187,10 +187,10 @@ def run_schedule(tmp: pathlib.Path, name: str, kind: str, duration: float, in_pr
                 until, text = guest.read_log(settings)
                 results[label] = analysis.analyze(analysis.parse_log(text), until=until)
             naive_text = loop.text()
-            truth = guest_env.boottime() - start.time
+            truth = boottime.now() - start.time
             server.clear_fault(kind)
         else:
-            time.sleep(max(0.0, start.time + duration - guest_env.boottime()))
+            time.sleep(max(0.0, start.time + duration - boottime.now()))
             end = server.clear_fault(kind)
             truth = end.time - start.time
             # Recovery: the naive loop may need a while (TCP SYN retries).
@@ -224,8 +224,8 @@ def run_schedule(tmp: pathlib.Path, name: str, kind: str, duration: float, in_pr
 def _loop_cpu(tmp: pathlib.Path, server, label: str, tools, tool, seconds: float):
     """(CPU seconds, probes) of one guest loop run for ``seconds``."""
     name = f"cpu-{seconds:g}-" + label.replace(" ", "_").replace("|", "_")
-    with guest_env.Guest(tmp / name, "busybox", tools) as guest:
-        guest_env.REAPER.reap()
+    with Guest(tmp / name, "busybox", tools) as guest:
+        REAPER.reap()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if tool is None:
             loop = NaiveLoop(guest, server.url())
@@ -237,15 +237,15 @@ def _loop_cpu(tmp: pathlib.Path, server, label: str, tools, tool, seconds: float
             settings = guest.settings(url=server.url(), interval=INTERVAL, tool=tool,
                                       duration=seconds)
             guest.install(settings)
-            proc = subprocess.Popen([str(guest.bin / "sh"), settings.script_path],
+            proc = subprocess.Popen(guest.argv(settings.script_path),
                                     env=guest.env, start_new_session=True,
                                     stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            guest_env.REAPER.watch(proc.pid)
+            REAPER.watch(proc.pid)
             proc.wait(seconds + 10)
             time.sleep(1.2)  # busybox timeout's watchdogs (1 s) are reaped too
-            guest_env.REAPER.reap()
+            REAPER.reap()
             log = analysis.parse_log(guest.log_text(settings))
             probes = len(log.records)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -262,7 +262,7 @@ def cpu_per_probe(tmp: pathlib.Path, seconds: float) -> dict:
     """
     hostname = socket.gethostname()
     figures = {}
-    with guest_env.MetadataServer(hostname + "\n") as server:
+    with MetadataServer(hostname + "\n") as server:
         for label, tools, tool in (("ours wget", ("wget", "curl"), "auto"),
                                    ("ours curl", ("curl",), "curl"),
                                    ("naive curl|grep", ("curl",), None)):
@@ -279,12 +279,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer schedules and shorter CPU runs")
     args = parser.parse_args(argv)
-    missing = [name for name, path in (("busybox", guest_env.BUSYBOX),
-                                       ("curl", guest_env.CURL)) if path is None]
+    missing = [name for name, path in (("busybox", sandbox.BUSYBOX),
+                                       ("curl", sandbox.CURL)) if path is None]
     if missing:
         print(f"cannot run: {', '.join(missing)} not installed", file=sys.stderr)
         return 2
-    can_netns = guest_env.is_root() and guest_env.IP and guest_env.IPTABLES
+    no_netns = netns_unavailable()
     schedules = QUICK if args.quick else FULL
     cpu_seconds = 8.0 if args.quick else 20.0
     rows, skipped = [], []
@@ -292,11 +292,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-meter-") as tmp:
         tmp_path = pathlib.Path(tmp)
         for name, kind, duration, in_progress in schedules:
-            if kind == "drop" and not can_netns:
-                skipped.append(f"{name}: needs root, ip and iptables")
+            if kind.needs_netns and no_netns:
+                skipped.append(f"{name}: {no_netns}")
                 continue
             rows.append(run_schedule(tmp_path, name, kind, duration, in_progress,
-                                     bool(can_netns)))
+                                     no_netns is None))
             print(f"  ran {name}", file=sys.stderr, flush=True)
         cpu = cpu_per_probe(tmp_path, cpu_seconds)
     report(rows, skipped, cpu, cpu_seconds, time.monotonic() - started, args.quick)

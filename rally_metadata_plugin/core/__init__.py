@@ -6,7 +6,9 @@
 * :mod:`.clock_mapping`: controller clock <-> guest clock, guest pause;
 * :mod:`.report`: the figures and Rally output charts of one iteration, and
   reading them back from a Rally export;
-* :mod:`.regression`: statistics that compare runs.
+* :mod:`.regression`: statistics that compare runs;
+* :mod:`.faults`: the fault vocabulary (:class:`~.faults.FaultKind`) and what
+  each fault looks like from the guest.
 
 Everything here can be tested in isolation and is reused by the adapters, the
 Rally plugins, the offline tools and the devcloud.

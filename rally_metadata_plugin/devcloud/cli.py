@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="HOST[,HOST...]",
                        help="compute hosts whose nova-compute service is "
                             "down")
+    serve.add_argument("--conformance-log", type=Path, default=None,
+                       help="check every Nova response against tempest's "
+                            "schemas, one JSON line per call into this "
+                            "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
     serve.add_argument("--log-level", default="WARNING")
     sub.add_parser("profiles", help="list the shipped profiles")
     return parser
@@ -83,7 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
         nova_version=args.nova_version, users=default_users(args.users),
         local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
-        down_hosts=args.down_hosts)
+        down_hosts=args.down_hosts,
+        conformance_log=args.conformance_log)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

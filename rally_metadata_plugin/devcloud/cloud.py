@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rally_metadata_plugin.devcloud import keys
+from rally_metadata_plugin.devcloud.api import conformance, urls
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
@@ -120,7 +121,17 @@ class DevCloud:
         self._request_log = RequestLog(state / "requests.log")
         app = ApiApp(self.backend, self._request_log,
                      {"truth": self._truth, "profile": self.profile.name})
-        self._api = ApiServer(app, config.port)
+        self._api = ApiServer(app, config.port, self._conformance(state))
+
+    def _conformance(self, state: Path):
+        """The WSGI wrapper checking Nova's responses against tempest's
+        schemas, when a conformance log is configured (or in $RMP_DEVCLOUD_CONFORMANCE)."""
+        path = conformance.log_path(self.config.conformance_log)
+        if path is None:
+            return None
+        return conformance.middleware(path, label=str(state),
+                                      served=conformance.served_by(
+                                          urls.url_map()))
 
     def stop(self) -> None:
         """Stop serving and kill every guest process. Idempotent."""

@@ -52,6 +52,9 @@ class DevCloudConfig:
         disabled (the scheduler skips them; ``PUT /os-services`` changes it).
     :param down_hosts: compute hosts whose nova-compute service is down (it
         stopped reporting): no server is placed or migrated there.
+    :param conformance_log: check every Nova response against tempest's
+        schemas and append the verdicts to this JSON-lines file (needs the
+        ``test`` extra); $RMP_DEVCLOUD_CONFORMANCE when None.
     """
 
     state_dir: Path
@@ -71,6 +74,7 @@ class DevCloudConfig:
     local_disks: bool = False
     disabled_hosts: tuple[str, ...] = ()
     down_hosts: tuple[str, ...] = ()
+    conformance_log: Path | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

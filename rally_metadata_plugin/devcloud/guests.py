@@ -24,6 +24,8 @@ from typing import Callable
 
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
+from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive, pids,
+                                                   proc_state)
 
 LOG = logging.getLogger(__name__)
 
@@ -37,17 +39,6 @@ def shell_argv() -> list[str]:
     return [busybox, "sh"] if busybox else ["/bin/sh"]
 
 
-def _proc_state(pid: int) -> str | None:
-    """One-letter state from /proc/PID/stat (None: gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name may contain spaces/parentheses: split after the last ')'
-    return stat[stat.rindex(b")") + 2:][:1].decode()
-
-
 def tagged_processes(server_id: str) -> list[int]:
     """Live (non-zombie) processes whose environment carries the tag."""
     return all_tagged_processes().get(server_id, [])
@@ -58,17 +49,18 @@ def all_tagged_processes() -> dict[str, list[int]]:
     prefix = f"{TAG}=".encode()
     me = os.getpid()
     found: dict[str, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+    for pid in pids():
+        if pid == me:
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 variables = f.read().split(b"\0")
         except OSError:
             continue
         for variable in variables:
-            if variable.startswith(prefix) and _proc_state(int(entry)) not in (None, "Z", "X"):
-                found.setdefault(variable[len(prefix):].decode(), []).append(int(entry))
+            if variable.startswith(prefix) and is_alive(pid):
+                server_id = variable[len(prefix):].decode()
+                found.setdefault(server_id, []).append(pid)
     return found
 
 
@@ -148,7 +140,7 @@ class Guest:
         # SIGSTOP is delivered asynchronously: wait until it has landed
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline and any(
-                _proc_state(p) not in (None, "T", "t", "Z", "X")
+                proc_state(p) not in (None, "T", "t", *EXITED)
                 for p in stopped):
             time.sleep(0.002)
 

@@ -8,7 +8,8 @@ path. Direct requests (``GET /latest/...``) are served the same.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
-:meth:`~.model.migrations.LiveMigrationBackend.metadata_view`):
+:meth:`~.model.migrations.LiveMigrationBackend.metadata_view`); the kinds are
+those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 
 * ``refused``: the endpoint's listening socket is closed for the outage, so
   connects fail with ECONNREFUSED; it is reopened on the same port after.
@@ -31,6 +32,7 @@ from typing import Iterable
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.wrappers import Request, Response
 
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
@@ -293,7 +295,7 @@ class MetadataService:
             self._pool.release(endpoint.port)
 
     def outage_added(self, outage: Outage) -> None:
-        if outage.kind != "refused":
+        if outage.kind != FaultKind.REFUSED:
             return
         endpoint = self.endpoint(outage.server_id)
         self._scheduler.call_at(outage.start, endpoint.reconcile)
@@ -326,19 +328,19 @@ class MetadataService:
         if view is None:
             return None
         identity = view.identity
-        kind = view.outage.kind if view.outage else None
-        if kind == "refused":
+        kind = FaultKind(view.outage.kind) if view.outage else None
+        if kind is FaultKind.REFUSED:
             # arrived in the instant before the listener closed: as refused
             # as we can make it
             return None
-        if kind == "hang":
+        if kind is FaultKind.HANG:
             self._hold(request.environ, endpoint)
             return None
-        if kind in ("http_500", "http_503"):
-            status = int(kind[5:])
+        if kind is not None and kind.http_status is not None:
+            status = kind.http_status
             return self._response(request, view.host, status, "text/plain",
                                   f"{status} devcloud metadata outage\n")
-        if kind == "wrong_instance" and view.outage.decoy is not None:
+        if kind is FaultKind.WRONG_INSTANCE and view.outage.decoy is not None:
             identity = view.outage.decoy
         status, content_type, body = render(request.path, identity)
         return self._response(request, view.host, status, content_type, body)

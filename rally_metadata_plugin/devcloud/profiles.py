@@ -14,7 +14,7 @@ the shipped files; the format in short::
       - weight: 9
         outage_delay_seconds: 0
         outage_seconds: [0.2, 1.5]    # null: the outage never ends
-        kinds: {refused: 1, http_500: 1}
+        kinds: {refused: 1, http_500: 1}   # FaultKind values, but not drop
       - weight: 1
         error: {message: "...", code: 500}
       - weight: 1
@@ -33,10 +33,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from rally_metadata_plugin.core.faults import FaultKind
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
-#: What the metadata service does to a request arriving during an outage.
-OUTAGE_KINDS = ("refused", "hang", "http_500", "http_503", "wrong_instance")
+#: The faults the devcloud can inject (see :class:`FaultKind`): all but those
+#: needing a network namespace (``drop``), which its process guests lack.
+OUTAGE_KINDS = tuple(kind for kind in FaultKind if not kind.needs_netns)
 
 
 class ProfileError(ValueError):
@@ -82,7 +85,7 @@ class Outcome:
     """One weighted way a migration can end."""
 
     weight: float
-    kinds: Mapping[str, float]
+    kinds: Mapping[FaultKind, float]
     outage: Range | None          # None: the outage never ends
     outage_delay: Range
     error: FaultSpec | None = None
@@ -93,7 +96,7 @@ class Outcome:
 class OutagePlan:
     """The metadata outage of one migration, relative to the switchover."""
 
-    kind: str
+    kind: FaultKind
     delay: float
     duration: float | None        # None: until the server is deleted
 
@@ -200,8 +203,14 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
         raise ProfileError(f"{where}.kinds: a mapping kind -> weight")
     for kind, kind_weight in kinds.items():
         if kind not in OUTAGE_KINDS:
+            known = ", ".join(OUTAGE_KINDS)
+            if kind in tuple(FaultKind):
+                raise ProfileError(
+                    f"{where}.kinds: the devcloud cannot inject {kind!r} (it "
+                    f"needs iptables in a network namespace; the devcloud's "
+                    f"guests are host processes), expected one of {known}")
             raise ProfileError(f"{where}.kinds: unknown kind {kind!r}, "
-                               f"expected one of {OUTAGE_KINDS}")
+                               f"expected one of {known}")
         if not isinstance(kind_weight, (int, float)) or kind_weight < 0:
             raise ProfileError(f"{where}.kinds.{kind}: a number >= 0")
     if "outage_seconds" not in data and kinds:
@@ -212,7 +221,9 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
               else Range.parse(raw_outage, f"{where}.outage_seconds"))
     delay = Range.parse(data.get("outage_delay_seconds", 0),
                         f"{where}.outage_delay_seconds")
-    return Outcome(float(weight), dict(kinds), outage, delay)
+    return Outcome(float(weight),
+                   {FaultKind(kind): w for kind, w in kinds.items()},
+                   outage, delay)
 
 
 def _fault_spec(data: Any, where: str) -> FaultSpec:

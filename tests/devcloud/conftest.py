@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from devcloud_helpers import make_config, quick_profile
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.cloud import DevCloud
 
 # the devcloud lives on loopback: a proxy from the CI environment must not
@@ -37,7 +38,13 @@ def devcloud_factory(tmp_path_factory) -> Iterator[Callable[..., DevCloud]]:
 def devcloud(tmp_path_factory) -> Iterator[DevCloud]:
     """One healthy devcloud per test module."""
     cloud = DevCloud(make_config(tmp_path_factory.mktemp("devcloud"),
-                                 profile=quick_profile("refused",
+                                 profile=quick_profile(FaultKind.REFUSED,
                                                        outage=(0.3, 0.3))))
     with cloud:
         yield cloud
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _check_nova_conformance(nova_conformance_log):
+    """Every devcloud of the session checks Nova against tempest's schemas."""
+    return nova_conformance_log

@@ -17,6 +17,7 @@ from keystoneauth1.identity import v3
 from neutronclient.v2_0 import client as neutron_client
 from novaclient import client as nova_client
 
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.cloud import DevCloud
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
 from rally_metadata_plugin.devcloud.profiles import Profile
@@ -32,7 +33,7 @@ USERS = (UserSpec("admin", "admin-pw", "admin", admin=True),
 _ranges = itertools.count(20)
 
 
-def quick_profile(kind: str | None = "refused", *, outage=(1.5, 1.5),
+def quick_profile(kind: FaultKind | None = FaultKind.REFUSED, *, outage=(1.5, 1.5),
                   pause=(0.05, 0.05), precopy=(0.2, 0.2),
                   error: str | None = None,
                   precheck_error: str | None = None, **fields) -> Profile:

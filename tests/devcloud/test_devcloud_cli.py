@@ -16,7 +16,8 @@ import pytest
 
 from devcloud_helpers import boot_guest, clients
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, default_users
-from rally_metadata_plugin.devcloud.guests import _proc_state, tagged_processes
+from rally_metadata_plugin.devcloud.guests import tagged_processes
+from rally_metadata_plugin.devcloud.procfs import proc_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,12 +69,12 @@ def test_serve_writes_state_and_shuts_down_cleanly(tmp_path, signum):
                   "setsid sh l.sh </dev/null >/dev/null 2>&1 &")
         time.sleep(0.3)
         pid = int(guest.run("cat l.pid")[1])
-        assert _proc_state(pid) in ("S", "R")
+        assert proc_state(pid) in ("S", "R")
         assert "POST /compute/v2.1/servers 202" in (
             tmp_path / "requests.log").read_text()
     finally:
         proc.send_signal(signum)
         assert proc.wait(timeout=10) == 0, proc.stderr.read()
-    assert _proc_state(pid) in (None, "Z")
+    assert proc_state(pid) in (None, "Z")
     assert tagged_processes(guest.server_id) == []
     assert not (tmp_path / "ready").exists()

@@ -13,7 +13,8 @@ import pytest
 from rally.utils import sshutils
 
 from devcloud_helpers import boot_guest, clients, quick_profile, run, wait_for
-from rally_metadata_plugin.devcloud.guests import _proc_state
+from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.devcloud.procfs import proc_state
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +104,11 @@ def _start_loop(guest) -> int:
 def test_detached_loop_survives_freezes_and_dies_with_server(
         devcloud_factory):
     cloud = devcloud_factory(profile=quick_profile(
-        "http_500", pause=(1.5, 1.5), outage=(0.2, 0.2)))
+        FaultKind.HTTP_500, pause=(1.5, 1.5), outage=(0.2, 0.2)))
     guest = boot_guest(cloud, name="loop-vm")
     pid = _start_loop(guest)
     # the SSH channels that started it are closed: it still runs
-    assert _proc_state(pid) in ("S", "R")
+    assert proc_state(pid) in ("S", "R")
     ticks = guest.run("wc -l < ticks")[1]
     time.sleep(0.3)
     assert int(guest.run("wc -l < ticks")[1]) > int(ticks)
@@ -118,7 +119,7 @@ def test_detached_loop_survives_freezes_and_dies_with_server(
     wait_for(lambda: cloud.truth() and cloud.truth()[0]["pause_start"],
              what="pause start", interval=0.01)
     time.sleep(0.2)
-    assert _proc_state(pid) == "T"
+    assert proc_state(pid) == "T"
     home = cloud.guests.guest(guest.server_id).home
     frozen_ticks = (home / "ticks").read_text().count("\n")
     time.sleep(0.5)
@@ -127,12 +128,12 @@ def test_detached_loop_survives_freezes_and_dies_with_server(
                                     if r["status"] == "completed"), None),
                       what="completed migration")
     assert record["pause_end"] - record["pause_start"] >= 1.5
-    wait_for(lambda: _proc_state(pid) in ("S", "R"), what="thawed")
+    wait_for(lambda: proc_state(pid) in ("S", "R"), what="thawed")
 
     clients(cloud, "alice").nova("2.79").servers.delete(guest.server_id)
-    wait_for(lambda: _proc_state(pid) in (None, "Z"), timeout=5,
+    wait_for(lambda: proc_state(pid) in (None, "Z"), timeout=5,
              what="guest killed")
-    assert not os.path.exists(f"/proc/{pid}") or _proc_state(pid) == "Z"
+    assert not os.path.exists(f"/proc/{pid}") or proc_state(pid) == "Z"
     with pytest.raises(OSError):
         socket.create_connection((guest.address, cloud.config.ssh_port),
                                  timeout=1)

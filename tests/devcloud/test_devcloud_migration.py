@@ -13,6 +13,7 @@ from rally_openstack.task.scenarios.nova.utils import _LiveMigrateReady
 from rally import exceptions as rally_exc
 
 from devcloud_helpers import boot_guest, clients, quick_profile, wait_for
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import profiles
 
 PROBE = r"""echo $$ > probe.pid
@@ -31,11 +32,11 @@ done
 
 # (kind, expected curl exit codes of failed probes, expected HTTP codes)
 KINDS = [
-    ("refused", {7}, {"000"}),
-    ("hang", {28}, {"000"}),
-    ("http_500", {0}, {"500"}),
-    ("http_503", {0}, {"503"}),
-    ("wrong_instance", {0}, {"200"}),
+    (FaultKind.REFUSED, {7}, {"000"}),
+    (FaultKind.HANG, {28}, {"000"}),
+    (FaultKind.HTTP_500, {0}, {"500"}),
+    (FaultKind.HTTP_503, {0}, {"503"}),
+    (FaultKind.WRONG_INSTANCE, {0}, {"200"}),
 ]
 OUTAGE = 1.5
 EDGE = 0.1        # /proc/uptime has 10 ms resolution; curl needs to start
@@ -55,7 +56,7 @@ def test_probe_sees_the_outage_inside_the_truth_window(devcloud_factory,
                                                        kind, rcs, codes):
     cloud = devcloud_factory(profile=quick_profile(kind,
                                                    outage=(OUTAGE, OUTAGE)))
-    if kind == "wrong_instance":
+    if kind == FaultKind.WRONG_INSTANCE:
         boot_guest(cloud, name="neighbour")
     guest = boot_guest(cloud, name=f"probe-{kind.replace('_', '-')}")
     status, _, _ = guest.run(
@@ -146,7 +147,7 @@ def test_failed_migration_leaves_server_in_error(devcloud_factory):
 
 
 def test_never_ending_outage_lasts_until_delete(devcloud_factory):
-    cloud = devcloud_factory(profile=quick_profile("refused", outage=None))
+    cloud = devcloud_factory(profile=quick_profile(FaultKind.REFUSED, outage=None))
     guest = boot_guest(cloud, name="broken-vm")
     url = cloud.metadata.url(guest.server_id)
     assert requests.get(url + "/latest/meta-data/instance-id",
@@ -188,7 +189,7 @@ def test_shipped_profiles():
             assert all(o.duration > 6 for o in outages)
         if name == "flaky":
             assert any(o.duration > 2 for o in outages)
-            assert any(o.kind == "hang" for o in outages)
+            assert any(o.kind == FaultKind.HANG for o in outages)
             assert sum(o.duration < 1.5 for o in outages) > len(outages) / 2
         if name == "broken":
             assert outages and all(o.duration is None for o in outages)
@@ -209,3 +210,18 @@ def test_bad_profiles_are_rejected():
             {"kinds": {"teapot": 1}, "outage_seconds": 1}]})
     with pytest.raises(profiles.ProfileError):
         profiles.Profile.load("no-such-profile")
+
+
+def test_profiles_reject_the_faults_the_devcloud_cannot_inject():
+    """``drop`` needs iptables in a network namespace; process guests have none."""
+    assert FaultKind.DROP not in profiles.OUTAGE_KINDS
+    assert set(profiles.OUTAGE_KINDS) == set(FaultKind) - {FaultKind.DROP}
+    with pytest.raises(profiles.ProfileError, match="cannot inject 'drop'"):
+        profiles.Profile.from_dict({"outcomes": [
+            {"kinds": {"drop": 1}, "outage_seconds": 1}]})
+
+
+def test_profile_kinds_are_fault_kinds():
+    plan = quick_profile(FaultKind.HTTP_503).draw(random.Random(1))
+    assert plan.outage.kind is FaultKind.HTTP_503
+    assert plan.outage.kind == "http_503" and f"{plan.outage.kind}" == "http_503"

@@ -1,18 +1,15 @@
-"""Fixtures for running the real guest meter (see guest_env.py)."""
+"""Fixtures for running the real guest meter (see rally_metadata_plugin.testing)."""
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import uuid
 
 import pytest
 
-# guest_env is imported by the test modules and tools/bench_meter.py; make it
-# importable whatever pytest's import mode.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import guest_env  # noqa: E402
+from functional_helpers import require_netns, require_shell
+from rally_metadata_plugin.testing.guest import Guest
+from rally_metadata_plugin.testing.metadata_server import MetadataServer
+from rally_metadata_plugin.testing.netns import NetNS
 
 
 @pytest.fixture
@@ -23,8 +20,8 @@ def expect_text():
 @pytest.fixture
 def netns():
     """A private network namespace with 169.254.169.254 on lo; always deleted."""
-    guest_env.require_netns()
-    ns = guest_env.NetNS()
+    require_netns()
+    ns = NetNS()
     ns.create()
     try:
         yield ns
@@ -37,7 +34,7 @@ def make_server():
     servers = []
 
     def make(body, **kwargs):
-        server = guest_env.MetadataServer(body, **kwargs)
+        server = MetadataServer(body, **kwargs)
         server.start()
         servers.append(server)
         return server
@@ -53,8 +50,8 @@ def make_guest(tmp_path):
     guests = []
 
     def make(shell="busybox", tools=("wget",), netns=None):
-        guest_env.require_shell(shell)
-        guest = guest_env.Guest(tmp_path / f"guest{len(guests)}", shell, tools, netns)
+        require_shell(shell)
+        guest = Guest(tmp_path / f"guest{len(guests)}", shell, tools, netns)
         guests.append(guest)
         return guest
 

@@ -1,6 +1,7 @@
 """The real guest script, under busybox sh and dash, against injected faults.
 
-Each test runs the rendered script in a fake CirrOS guest (guest_env.Guest),
+Each test runs the rendered script in a fake CirrOS guest
+(rally_metadata_plugin.testing.guest.Guest),
 injects faults into a local metadata server on a schedule, and compares the
 analysis of the meter's log with the truth recorded on CLOCK_BOOTTIME (the
 clock /proc/uptime shows).
@@ -21,9 +22,12 @@ import time
 
 import pytest
 
-import guest_env
-from guest_env import EXPECTED_REASONS, match_outages
 from rally_metadata_plugin.core import log_analysis as analysis
+from rally_metadata_plugin.core.faults import EXPECTED_REASONS, FaultKind
+from rally_metadata_plugin.core.probe_script import METADATA_HOST
+from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.testing.guest import wait_group_gone
+from rally_metadata_plugin.testing.metadata_server import match_outages, run_schedule
 
 TOLERANCE = 0.05
 
@@ -32,14 +36,14 @@ TOOLS = ["wget", "curl"]
 
 #: (healthy seconds before, kind, outage seconds)
 MIXED_SCHEDULE = [
-    (0.8, "refused", 1.5),
-    (0.8, "hang", 1.0),
-    (0.8, "http_500", 0.5),
-    (0.8, "wrong_instance", 0.7),
+    (0.8, FaultKind.REFUSED, 1.5),
+    (0.8, FaultKind.HANG, 1.0),
+    (0.8, FaultKind.HTTP_500, 0.5),
+    (0.8, FaultKind.WRONG_INSTANCE, 0.7),
 ]
 DROP_SCHEDULE = [
-    (0.8, "drop", 0.6),
-    (0.8, "drop", 2.0),
+    (0.8, FaultKind.DROP, 0.6),
+    (0.8, FaultKind.DROP, 2.0),
 ]
 
 
@@ -76,12 +80,12 @@ def assert_matches_truth(result, truth, tool, log_text):
 def run_and_compare(guest, server, settings, schedule, tool):
     pid = guest.start(settings)
     guest.wait_for_good_probes(settings, count=3)
-    truth = guest_env.run_schedule(server, schedule)
+    truth = run_schedule(server, schedule)
     # Let the probes of the last outage land and see a healthy tail.
     guest.wait_for_good_probes(settings, count=3)
-    time.sleep(max(0.0, truth[-1].end.time + settings.timeout + 0.1 - guest_env.boottime()))
+    time.sleep(max(0.0, truth[-1].end.time + settings.timeout + 0.1 - boottime.now()))
     text = guest.stop(settings)
-    assert guest_env.wait_group_gone(pid, 1.0) == []
+    assert wait_group_gone(pid, 1.0) == []
     log = analysis.parse_log(text)
     assert log.skipped_lines == 0, text
     assert log.started and log.stopped_at is not None
@@ -104,7 +108,7 @@ def test_refused_hang_500_wrong_instance(make_server, make_guest, expect_text, s
 @pytest.mark.parametrize("shell", SHELLS)
 def test_dropped_packets(netns, make_server, make_guest, expect_text, shell, tool):
     """Packets to 169.254.169.254 dropped by iptables (an un-timed client hangs here)."""
-    server = make_server(expect_text + "\n", host=guest_env.METADATA_HOST, port=80,
+    server = make_server(expect_text + "\n", host=METADATA_HOST, port=80,
                          netns=netns)
     guest = make_guest(shell, (tool,), netns=netns)
     # The default URL: http://169.254.169.254/latest/meta-data/hostname
@@ -115,11 +119,11 @@ def test_dropped_packets(netns, make_server, make_guest, expect_text, shell, too
 
 ONGOING_CASES = [
     # (shell, tool, kind, how the log is read)
-    ("busybox", "wget", "hang", "read"),
-    ("dash", "curl", "refused", "read"),
-    ("busybox", "wget", "drop", "read"),
-    ("dash", "wget", "refused", "stop"),
-    ("busybox", "curl", "http_500", "stop"),
+    ("busybox", "wget", FaultKind.HANG, "read"),
+    ("dash", "curl", FaultKind.REFUSED, "read"),
+    ("busybox", "wget", FaultKind.DROP, "read"),
+    ("dash", "wget", FaultKind.REFUSED, "stop"),
+    ("busybox", "curl", FaultKind.HTTP_500, "stop"),
 ]
 
 
@@ -127,9 +131,9 @@ ONGOING_CASES = [
 def test_outage_in_progress_is_ongoing(request, make_server, make_guest, expect_text,
                                        shell, tool, kind, how):
     """An outage still going on when the log is read counts up to then, never as zero."""
-    netns = request.getfixturevalue("netns") if kind == "drop" else None
+    netns = request.getfixturevalue("netns") if kind == FaultKind.DROP else None
     if netns:
-        server = make_server(expect_text + "\n", host=guest_env.METADATA_HOST, port=80,
+        server = make_server(expect_text + "\n", host=METADATA_HOST, port=80,
                              netns=netns)
     else:
         server = make_server(expect_text + "\n")
@@ -145,7 +149,7 @@ def test_outage_in_progress_is_ongoing(request, make_server, make_guest, expect_
             result = analysis.analyze(analysis.parse_log(text), until=until)
         else:
             text = guest.stop(settings)
-            assert guest_env.wait_group_gone(pid, 1.0) == []
+            assert wait_group_gone(pid, 1.0) == []
             log = analysis.parse_log(text)
             until = log.stopped_at
             assert until is not None, text

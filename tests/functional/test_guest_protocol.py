@@ -11,9 +11,14 @@ import time
 
 import pytest
 
-import guest_env
+from functional_helpers import require
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
+from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud.procfs import group_members, proc_stat
+from rally_metadata_plugin.testing.guest import wait_group_gone
+from rally_metadata_plugin.testing.netns import is_root
 
 SHELLS = ["busybox", "dash"]
 
@@ -61,22 +66,22 @@ def test_stop_kills_the_process_group_with_probes_in_flight(make_server, make_gu
                               connect_timeout=0.5)
     pid = guest.start(settings)
     guest.wait_for_good_probes(settings, count=2)
-    server.set_fault("hang")
+    server.set_fault(FaultKind.HANG)
     hung_from = server.requests
     deadline = time.monotonic() + 5
     while server.requests < hung_from + 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    members = guest_env.group_members(pid)
+    members = group_members(pid)
     names = {pathlib.Path(f"/proc/{m}/comm").read_text().strip() for m in members
              if os.path.exists(f"/proc/{m}/comm")}
     assert tool in names, f"no {tool} in flight: {names}"
     started = time.monotonic()
     text = guest.stop(settings)
     took = time.monotonic() - started
-    left = guest_env.wait_group_gone(pid, 0.3)
+    left = wait_group_gone(pid, 0.3)
     assert left == [], f"processes left in the meter's group: {left}"
-    assert not any(guest_env._proc_stat(m) for m in members if
-                   guest_env._proc_stat(m) and guest_env._proc_stat(m)[0] not in "ZX")
+    assert not any(proc_stat(m) for m in members if
+                   proc_stat(m) and proc_stat(m)[0] not in "ZX")
     assert took < 2.0, f"stop took {took:.2f} s"
     assert not pathlib.Path(settings.pid_path).exists()
     log = analysis.parse_log(text)
@@ -94,13 +99,13 @@ def test_fast_mode_changes_the_period(make_server, make_guest, expect_text, shel
                               fast_interval=0.05)
     guest.start(settings)
     guest.wait_for_good_probes(settings, count=2)
-    slow_from = guest_env.boottime()
+    slow_from = boottime.now()
     time.sleep(1.2)
     guest.fast(settings, True)
-    fast_from = guest_env.boottime()
+    fast_from = boottime.now()
     time.sleep(1.0)
     guest.fast(settings, False)
-    back_from = guest_env.boottime()
+    back_from = boottime.now()
     time.sleep(1.0)
     log = analysis.parse_log(guest.stop(settings))
 
@@ -168,7 +173,7 @@ def test_default_expectation_is_the_hostname(make_server, make_guest, shell):
     log = analysis.parse_log(guest.log_text(settings))
     assert log.records and all(r.ok for r in log.records), log
     # Another instance's hostname fails on content.
-    server.mode = "wrong_instance"
+    server.set_fault(FaultKind.WRONG_INSTANCE)
     assert guest.run_foreground(settings, timeout=10).returncode == 0
     log = analysis.parse_log(guest.log_text(settings))
     assert log.records and {r.reason for r in log.records} == {"content"}, log
@@ -177,9 +182,9 @@ def test_default_expectation_is_the_hostname(make_server, make_guest, shell):
 @pytest.mark.parametrize("shell", SHELLS)
 def test_empty_hostname_is_fatal(make_guest, shell, tmp_path):
     """No expected text and an empty hostname: exit 4, never an empty expectation."""
-    guest_env.require(guest_env.is_root(), "not root: an empty hostname needs a UTS namespace")
+    require(is_root(), "not root: an empty hostname needs a UTS namespace")
     unshare = shutil.which("unshare")
-    guest_env.require(unshare is not None, "util-linux unshare is not installed")
+    require(unshare is not None, "util-linux unshare is not installed")
     guest = make_guest(shell, ("wget",))
     settings = guest.settings(url="http://127.0.0.1:9/")
     guest.install(settings)

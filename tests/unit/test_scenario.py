@@ -212,7 +212,7 @@ class FakeCloud:
 def make_scenario(cloud):
     context = {
         "user": {"keypair": {"name": "rally-keypair", "private": "PRIVATE KEY"}, "secgroup": {"name": "rally-sg"},
-                 "credential": mock.Mock()},
+                 "credential": mock.Mock(profiler_hmac_key=None)},
         "tenant": {"networks": [{"id": "net-1", "name": "private"}]},
         "iteration": 1,
         "task": {"uuid": "task-uuid"},

@@ -99,8 +99,10 @@ class ApiApp:
 class ApiServer:
     """Threaded werkzeug server for :class:`ApiApp` on 127.0.0.1."""
 
-    def __init__(self, app: ApiApp, port: int = 0) -> None:
-        self._server = serving.serve(app, port, "devcloud-api")
+    def __init__(self, app: ApiApp, port: int = 0, middleware=None) -> None:
+        # middleware: an optional WSGI wrapper (the conformance checker)
+        self._server = serving.serve(middleware(app) if middleware else app,
+                                     port, "devcloud-api")
         self.port = self._server.server_port
         self.base_url = f"http://127.0.0.1:{self.port}"
         app.base_url = self.base_url

@@ -142,6 +142,9 @@ def version_v21(call: Call):
 def _flavor_view(call: Call, flavor: Flavor, detail: bool = True) -> dict:
     view = {"id": flavor.id, "name": flavor.name,
             "links": _links(call, "flavors", flavor.id)}
+    if call.mv_at_least(2, 55):
+        # 2.55 added the description to the summary list as well.
+        view["description"] = None
     if not detail:
         return view
     view.update({
@@ -149,8 +152,6 @@ def _flavor_view(call: Call, flavor: Flavor, detail: bool = True) -> dict:
         "OS-FLV-EXT-DATA:ephemeral": 0, "OS-FLV-DISABLED:disabled": False,
         "os-flavor-access:is_public": True, "rxtx_factor": 1.0,
         "swap": 0 if call.mv_at_least(2, 75) else ""})
-    if call.mv_at_least(2, 55):
-        view["description"] = None
     if call.mv_at_least(2, 61):
         view["extra_specs"] = {}
     return view
@@ -251,7 +252,14 @@ def _address_view(address: ServerAddress) -> dict:
             "OS-EXT-IPS-MAC:mac_addr": address.mac_address}
 
 
-def server_view(call: Call, server: Server, detail: bool = True) -> dict:
+def server_view(call: Call, server: Server, detail: bool = True,
+                show: bool = False) -> dict:
+    """A server as nova shows it at the call's microversion.
+
+    ``detail``: the detail view (``/servers/detail``, show, create);
+    ``show``: a single server (show, update, rebuild), which from 2.71 also
+    names its server groups.
+    """
     view = {"id": server.id, "name": server.name,
             "links": _links(call, "servers", server.id)}
     if not detail:
@@ -317,6 +325,10 @@ def server_view(call: Call, server: Server, detail: bool = True) -> dict:
         view["description"] = None
     if call.mv_at_least(2, 26):
         view["tags"] = []
+    if call.mv_at_least(2, 63):
+        view["trusted_image_certificates"] = None
+    if show and call.mv_at_least(2, 71):
+        view["server_groups"] = backend.compute.groups_of(server.id)
     if call.mv_at_least(2, 73):
         view["locked_reason"] = None
     if call.mv_at_least(2, 96):
@@ -361,7 +373,7 @@ def list_servers_detail(call: Call):
 
 def get_server(call: Call, server_id: str):
     return json_response({"server": server_view(
-        call, call.backend.compute.get_server(call.caller, server_id))})
+        call, call.backend.compute.get_server(call.caller, server_id), show=True)})
 
 
 def _ref(value) -> str:
@@ -519,7 +531,9 @@ def list_hypervisors(call: Call, detail: bool = False):
                     "local_gb_used": 0, "free_ram_mb": 15872,
                     "free_disk_gb": 100, "current_workload": 0,
                     "running_vms": call.backend.compute.running_vms(host),
-                    "disk_available_least": 100, "cpu_info": "{}"})
+                    "disk_available_least": 100,
+                    # a JSON string until 2.27, an object from 2.28
+                    "cpu_info": {} if call.mv_at_least(2, 28) else "{}"})
         views.append(view)
     return json_response({"hypervisors": views})
 
@@ -529,13 +543,13 @@ def list_hypervisors_detail(call: Call):
 
 
 def _group_view(call: Call, group: ServerGroup) -> dict:
-    view = {"id": group.id, "name": group.name, "members": group.members,
-            "metadata": {}}
+    view = {"id": group.id, "name": group.name, "members": group.members}
     if call.mv_at_least(2, 64):
         view.update({"policy": group.policies[0] if group.policies else None,
                      "rules": {}})
     else:
-        view["policies"] = group.policies
+        # 2.64 dropped the (always empty) metadata along with policies.
+        view.update({"policies": group.policies, "metadata": {}})
     if call.mv_at_least(2, 13):
         view.update({"project_id": group.project_id,
                      "user_id": group.user_id})

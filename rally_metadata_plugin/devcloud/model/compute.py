@@ -378,6 +378,11 @@ class ComputeBackend:
             return [g for g in self.server_groups.values()
                     if g.project_id == caller.project_id]
 
+    def groups_of(self, server_id: str) -> list[str]:
+        """Ids of the server groups the server is a member of."""
+        with self._cloud.lock:
+            return [g.id for g in self.server_groups.values() if server_id in g.members]
+
     def create_server_group(self, caller: Caller, name: str,
                             policies: list[str]) -> ServerGroup:
         with self._cloud.lock:

@@ -13,6 +13,7 @@ import dataclasses
 import uuid
 from typing import TYPE_CHECKING
 
+from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.services import AVAILABILITY_ZONE
 from rally_metadata_plugin.devcloud.profiles import OutagePlan
@@ -51,7 +52,7 @@ class Outage:
     server_id: str
     migration_id: str
     host: str
-    kind: str
+    kind: FaultKind
     start: float
     end: float | None
     decoy: InstanceIdentity | None = None
@@ -80,7 +81,8 @@ class MetadataOutages:
         """The destination's outage, ``plan.delay`` after the switchover."""
         start = switched_at + plan.delay
         end = None if plan.duration is None else start + plan.duration
-        decoy = self._decoy(server) if plan.kind == "wrong_instance" else None
+        decoy = (self._decoy(server)
+                 if plan.kind == FaultKind.WRONG_INSTANCE else None)
         scheduled = Outage(server.id, migration_id, server.host, plan.kind,
                            start, end, decoy)
         self.outages.setdefault(server.id, []).append(scheduled)
@@ -136,5 +138,5 @@ class MetadataOutages:
     def refused_at(self, server_id: str, at: float) -> bool:
         """Whether a ``refused`` outage of the server covers ``at``."""
         with self._cloud.lock:
-            return any(o.kind == "refused" and o.covers(at)
+            return any(o.kind == FaultKind.REFUSED and o.covers(at)
                        for o in self.outages.get(server_id, []))

@@ -1,0 +1,110 @@
+"""A throw-away Linux network namespace, for the ``drop`` fault and 169.254.169.254.
+
+:class:`NetNS` creates a namespace with ``lo`` up and the metadata address
+on it; the fake metadata server binds ``169.254.169.254:80`` inside it and
+the fake guest runs its shell there, so the meter's default URL works and
+iptables rules (``drop``) affect nothing outside.  Needs root, iproute2's
+``ip`` and ``iptables``: :func:`netns_unavailable` says what is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import shutil
+import subprocess
+import threading
+from typing import Optional, Sequence
+
+from rally_metadata_plugin.core.probe_script import METADATA_HOST
+
+IP = shutil.which("ip")
+IPTABLES = shutil.which("iptables")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def netns_unavailable() -> Optional[str]:
+    """Why network namespaces and iptables cannot be used here (None: they can)."""
+    if not is_root():
+        return (f"not root (euid {os.geteuid()}): network namespaces and iptables "
+                "need root")
+    if IP is None:
+        return "iproute2 'ip' is not installed"
+    if IPTABLES is None:
+        return "iptables is not installed"
+    return None
+
+
+class NetNS:
+    """A throw-away network namespace with lo up and 169.254.169.254 on lo."""
+
+    def __init__(self, prefix: str = "rmp") -> None:
+        self.name = f"{prefix}-{os.getpid()}-{random.randrange(16**6):06x}"
+        self._created = False
+
+    def __enter__(self) -> "NetNS":
+        self.create()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def create(self) -> None:
+        subprocess.run([IP, "netns", "add", self.name], check=True, capture_output=True)
+        self._created = True
+        try:
+            self.run([IP, "link", "set", "lo", "up"])
+            self.run([IP, "addr", "add", f"{METADATA_HOST}/32", "dev", "lo"])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Delete the namespace (its iptables rules go with it)."""
+        if self._created:
+            subprocess.run([IP, "netns", "delete", self.name], capture_output=True)
+            self._created = False
+
+    @property
+    def prefix(self) -> list[str]:
+        """Prepend to an argv to run it inside the namespace."""
+        return [IP, "netns", "exec", self.name]
+
+    def run(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("check", True)
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run([*self.prefix, *argv], **kwargs)
+
+    def iptables(self, *args: str) -> None:
+        self.run([IPTABLES, "-w", *args])
+
+    def call_inside(self, function):
+        """Run ``function()`` in a thread that joined the namespace; sockets stay there."""
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+                try:
+                    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                        errno = ctypes.get_errno()
+                        raise OSError(errno, f"setns {self.name}: {os.strerror(errno)}")
+                finally:
+                    os.close(fd)
+                result["value"] = function()
+            except BaseException as error:  # handed to the caller
+                result["error"] = error
+
+        thread = threading.Thread(target=run, name=f"setns-{self.name}")
+        thread.start()
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
