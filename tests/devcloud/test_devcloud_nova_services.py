@@ -94,7 +94,7 @@ def test_disabled_and_down_hosts_are_not_scheduled(devcloud_factory):
     assert LiveMigrator(admin.nova("2.1")).require_hypervisors(2) == 2
 
 
-def test_service_updates_per_microversion(devcloud_factory):
+def test_service_actions_below_253(devcloud_factory, tempest_lags_nova):
     cloud = devcloud_factory()
     admin = clients(cloud, "admin")
     old = admin.nova("2.11")
@@ -111,10 +111,29 @@ def test_service_updates_per_microversion(devcloud_factory):
     assert (listed.state, listed.forced_down) == ("down", True)
     assert old.services.enable("compute-2", "nova-compute").status == \
         "enabled"
+    (listed,) = old.services.list(host="compute-2")
+    assert (listed.status, listed.disabled_reason) == ("enabled", None)
+    with pytest.raises(nova_exc.NotFound):
+        old.services.disable("compute-9", "nova-compute")
+    unknown = raw_request(admin, "PUT", "/os-services/reboot", "2.11",
+                          json={"host": "compute-2", "binary": "nova-compute"})
+    assert unknown.status_code == 404
+
+
+def test_service_updates_from_253(devcloud_factory):
+    cloud = devcloud_factory()
+    admin = clients(cloud, "admin")
     new = admin.nova("2.53")
     (service,) = new.services.list(host="compute-2")
+    disabled = new.services.disable_log_reason(service.id, "maintenance")
+    assert (disabled.status, disabled.disabled_reason, disabled.id) == (
+        "disabled", "maintenance", service.id)
+    down = new.services.force_down(service.id, True)
+    assert (down.state, down.forced_down) == ("down", True)
     up = new.services.force_down(service.id, False)
-    assert (up.state, up.forced_down, up.status) == ("up", False, "enabled")
+    enabled = new.services.enable(service.id)
+    assert (up.state, up.forced_down) == ("up", False)
+    assert (enabled.status, enabled.disabled_reason) == ("enabled", None)
     bad = raw_request(admin, "PUT", "/os-services/disable", "2.53",
                       json={"status": "disabled"})
     assert bad.status_code == 400 and "Invalid uuid" in bad.text
