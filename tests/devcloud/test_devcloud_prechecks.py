@@ -38,6 +38,13 @@ def _live_migrate(nova, server_id: str, block_migration):
                                      block_migration=block_migration)
 
 
+def _boot(cloud, name: str, version: str):
+    """A server, an admin client at ``version`` and the server's host."""
+    server_id = boot_server(cloud, name=name)
+    nova = clients(cloud, "admin").nova(version)
+    return server_id, nova, host_of(nova, server_id)
+
+
 def _newest(nova, server_id: str):
     return max(nova.migrations.list(instance_uuid=server_id),
                key=lambda m: m.id)
@@ -71,9 +78,8 @@ def _migrate_with(migrator: LiveMigrator, server_id: str, block_migration):
 @pytest.mark.parametrize("version", ["2.1", "2.24", "2.25"])
 def test_local_disks_refuse_shared_storage_at_once_below_234(local_disks,
                                                              version):
-    server_id = boot_server(local_disks, name=f"sync-{version[-2:]}")
-    nova = clients(local_disks, "admin").nova(version)
-    source = host_of(nova, server_id)
+    server_id, nova, source = _boot(local_disks, f"sync-{version[-2:]}",
+                                    version)
     with pytest.raises(nova_exc.BadRequest) as raised:
         _live_migrate(nova, server_id, False)
     assert raised.value.message == f"{source} {SHARED_STORAGE}"
@@ -96,9 +102,8 @@ def test_local_disks_refuse_shared_storage_at_once_below_234(local_disks,
 @pytest.mark.parametrize("version", ["2.34", "2.84", "2.96"])
 def test_local_disks_fail_the_precheck_asynchronously_from_234(local_disks,
                                                                version):
-    server_id = boot_server(local_disks, name=f"async-{version[-2:]}")
-    nova = clients(local_disks, "admin").nova(version)
-    source = host_of(nova, server_id)
+    server_id, nova, source = _boot(local_disks, f"async-{version[-2:]}",
+                                    version)
     started = time.monotonic()
     result = _live_migrate(nova, server_id, False)
     record = wait_for(lambda: (lambda r: r if r.status == "error" else None)(
