@@ -33,7 +33,8 @@ def schedule(server_id: str, source: str, hosts: list[Host],
              requested: str | None, force: bool,
              choose: Callable[[list[str]], str]
              ) -> tuple[str | None, Failure | None]:
-    """The destination, or why there is none.
+    """The destination, or why there is none (when the scheduler finds no
+    host, nova's record has no destination either).
 
     :param hosts: every compute host
     :param requested: the host named in the request, if any (it exists)
@@ -57,7 +58,7 @@ def schedule(server_id: str, source: str, hosts: list[Host],
                   if h.service.usable and h.name != source
                   and requested in (None, h.name)]
     if not candidates:
-        return requested, no_valid_host()
+        return None, no_valid_host()
     return choose(candidates), None
 
 

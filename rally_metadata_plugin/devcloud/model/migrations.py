@@ -148,12 +148,12 @@ class LiveMigrationBackend(MetadataOutages):
             migrator = self.migrator
             action = cloud.actions.start_action(caller, server.id, request_id,
                                                 LIVE_MIGRATION)
-            server.migrations += 1
             block = conductor.resolve_block_migration(
                 block_migration, cloud.config.local_disks)
             destination, failure = conductor.schedule(
                 server.id, server.host, cloud.services.list_hosts(), host,
                 force, lambda hosts: migrator.choose_destination(server, hosts))
+            server.migrations += 1
             migration = Migration(
                 next(self._ids), new_id(), server.id, server.migrations,
                 server.host, destination, boottime.now(), block,
@@ -164,6 +164,8 @@ class LiveMigrationBackend(MetadataOutages):
                        or conductor.storage_check(server.host, block,
                                                   cloud.config.local_disks)
                        or migrator.precheck_failure(migration))
+            if failure is not None and failure.exception == "NoValidHost":
+                migration.destination = None
             server.set_state("MIGRATING", "migrating")
             cloud.server_changed(server)
             if not async_checks:
