@@ -10,6 +10,17 @@ directory (your ``~/.rally`` is not touched), runs the task, writes
 devcloud's ground truth (``truth.jsonl``), prints the SLA verdict and stops
 the devcloud.  The report is Rally's static HTML: it opens offline.  The exit status is the one of ``rally task start``: 0 when
 the task passed, 2 when an SLA failed, 1 on errors.
+
+Options that make the devcloud behave like some real clouds:
+
+* ``--local-disks``: instances on local disks; nova refuses a live migration
+  without block migration (``block_migration: "auto"`` means block);
+* ``--nova-version none``: the environment pins no nova microversion, as
+  one made from a real cloud's credentials usually does (rally then uses 2.0
+  and the scenario negotiates the highest one); the default pins the
+  devcloud's (2.79);
+* ``--live-migrate-timeout S``: rally's ``nova_server_live_migrate_timeout``
+  (the scenario aborts a migration still running then).
 """
 
 from __future__ import annotations
@@ -48,17 +59,25 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="extra task arguments as JSON, over the arguments file")
     parser.add_argument("--tag", default=None, help="tag for the Rally task")
     parser.add_argument("--quiet", action="store_true", help="do not echo Rally's output")
+    parser.add_argument("--local-disks", action="store_true",
+                        help="instances on local disks: nova refuses non-block live migration")
+    parser.add_argument("--nova-version", default=None,
+                        help="nova microversion the Rally environment pins, or \"none\" to pin "
+                             "none (default: the devcloud's)")
+    parser.add_argument("--live-migrate-timeout", type=float, default=None,
+                        help="[openstack] nova_server_live_migrate_timeout for Rally, seconds")
     return parser.parse_args(argv)
 
 
 class DevCloudProcess:
     """The devcloud as a child process, stopped on exit whatever happens."""
 
-    def __init__(self, state_dir: pathlib.Path, profile: str, seed: int) -> None:
+    def __init__(self, state_dir: pathlib.Path, profile: str, seed: int,
+                 options: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
         self.command = [_bootstrap.venv_bin("rally-metadata-devcloud"), "serve",
                         "--profile", profile, "--seed", str(seed),
-                        "--state-dir", str(state_dir)]
+                        "--state-dir", str(state_dir), *options]
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "DevCloudProcess":
@@ -89,13 +108,17 @@ class DevCloudProcess:
 class IsolatedRally:
     """The rally CLI with its own HOME, configuration and sqlite database."""
 
-    def __init__(self, workdir: pathlib.Path, devcloud_conf: pathlib.Path, quiet: bool) -> None:
+    def __init__(self, workdir: pathlib.Path, devcloud_conf: pathlib.Path, quiet: bool,
+                 live_migrate_timeout: float | None = None) -> None:
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "rally.conf"
         text = devcloud_conf.read_text()
         # Our own database, whatever the devcloud suggested.
         text = re.sub(r"(?ms)^\[database\].*?(?=^\[|\Z)", "", text)
+        if live_migrate_timeout is not None:
+            text = re.sub(r"(?m)^nova_server_live_migrate_timeout = .*$",
+                          f"nova_server_live_migrate_timeout = {live_migrate_timeout:g}", text)
         text += f"\n[database]\nconnection = sqlite:///{workdir / 'rally.sqlite'}\n"
         self.config.write_text(text)
         self.quiet = quiet
@@ -126,6 +149,30 @@ def sla_lines(results: dict) -> list[str]:
     return lines
 
 
+def devcloud_options(options: argparse.Namespace) -> tuple[str, ...]:
+    """``rally-metadata-devcloud serve`` options from ours."""
+    found = ["--local-disks"] if options.local_disks else []
+    if options.nova_version not in (None, "none"):
+        found += ["--nova-version", options.nova_version]
+    return tuple(found)
+
+
+def environment_spec(cloud: DevCloudProcess, out: pathlib.Path, nova_version: str | None
+                     ) -> pathlib.Path:
+    """The devcloud's ``env.json``, without its nova microversion for ``none``."""
+    spec_path = cloud.state_dir / "env.json"
+    if nova_version != "none":
+        return spec_path
+    spec = json.loads(spec_path.read_text())
+    api_info = spec["openstack"].get("api_info", {})
+    api_info.pop("nova", None)
+    if not api_info:
+        spec["openstack"].pop("api_info", None)
+    unpinned = out / "env.json"
+    unpinned.write_text(json.dumps(spec, indent=2) + "\n")
+    return unpinned
+
+
 def leaked_resources(path: pathlib.Path) -> dict:
     """Non-empty entries of the devcloud's leftovers file."""
     leftovers = json.loads(path.read_text())
@@ -142,11 +189,13 @@ def run(options: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
-    with DevCloudProcess(out / "devcloud", options.profile, options.seed) as cloud:
-        rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet)
+    with DevCloudProcess(out / "devcloud", options.profile, options.seed,
+                         devcloud_options(options)) as cloud:
+        rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet,
+                              options.live_migrate_timeout)
         rally.run("db", "create", echo=False)
         rally.run("env", "create", "--name", "devcloud", "--spec",
-                  str(cloud.state_dir / "env.json"), echo=False)
+                  str(environment_spec(cloud, out, options.nova_version)), echo=False)
         # No "rally env check": "rally task start" checks the cloud's health itself.
         task_args = ["--task-args-file", options.task_args_file]
         if options.task_args:

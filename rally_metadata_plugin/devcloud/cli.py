@@ -1,7 +1,8 @@
 """``rally-metadata-devcloud``: run the devcloud from a shell.
 
     rally-metadata-devcloud serve --profile healthy --seed 1 \\
-        --state-dir DIR [--port 0] [--hypervisors 2] [--ssh-port 2222]
+        --state-dir DIR [--port 0] [--hypervisors 2] [--ssh-port 2222] \\
+        [--local-disks] [--disabled-hosts compute-2] [--down-hosts ...]
 
 Prints one JSON line with the URLs and file paths once ready (the same
 object is in ``DIR/ready``), then serves until SIGTERM or SIGINT, on which
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--boot-seconds", type=float, default=0.3)
     serve.add_argument("--nova-version", default="2.79",
                        help="microversion written into env.json")
+    serve.add_argument("--local-disks", action="store_true",
+                       help="instances on local disks (no shared storage): "
+                            "nova refuses a live migration without block "
+                            "migration, and \"auto\" means block")
+    serve.add_argument("--disabled-hosts", type=_host_list, default=(),
+                       metavar="HOST[,HOST...]",
+                       help="compute hosts whose nova-compute service is "
+                            "disabled")
+    serve.add_argument("--down-hosts", type=_host_list, default=(),
+                       metavar="HOST[,HOST...]",
+                       help="compute hosts whose nova-compute service is "
+                            "down")
     serve.add_argument("--conformance-log", type=Path, default=None,
                        help="check every Nova response against tempest's "
                             "schemas, one JSON line per call into this "
@@ -62,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _host_list(text: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in text.split(",") if h.strip())
+
+
 def serve(args: argparse.Namespace) -> int:
     config = DevCloudConfig(
         state_dir=args.state_dir, profile=args.profile, seed=args.seed,
@@ -69,6 +86,8 @@ def serve(args: argparse.Namespace) -> int:
         ssh_port=args.ssh_port, ssh_user=args.ssh_user,
         floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
         nova_version=args.nova_version, users=default_users(args.users),
+        local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
+        down_hosts=args.down_hosts,
         conformance_log=args.conformance_log)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

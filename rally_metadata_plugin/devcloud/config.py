@@ -45,6 +45,13 @@ class DevCloudConfig:
     :param region: keystone region of every catalog endpoint.
     :param users: the existing users (one admin, one or more users).
     :param hang_limit: how long a ``hang`` outage holds a request at most.
+    :param local_disks: instances live on the compute hosts' local disks (no
+        shared storage): nova refuses a non-block live migration, as its
+        libvirt driver does, and ``block_migration: "auto"`` means block.
+    :param disabled_hosts: compute hosts whose nova-compute service starts
+        disabled (the scheduler skips them; ``PUT /os-services`` changes it).
+    :param down_hosts: compute hosts whose nova-compute service is down (it
+        stopped reporting): no server is placed or migrated there.
     :param conformance_log: check every Nova response against tempest's
         schemas and append the verdicts to this JSON-lines file (needs the
         ``test`` extra); $RMP_DEVCLOUD_CONFORMANCE when None.
@@ -64,6 +71,9 @@ class DevCloudConfig:
     users: tuple[UserSpec, ...] = dataclasses.field(
         default_factory=default_users)
     hang_limit: float = 30.0
+    local_disks: bool = False
+    disabled_hosts: tuple[str, ...] = ()
+    down_hosts: tuple[str, ...] = ()
     conformance_log: Path | None = None
 
     def __post_init__(self) -> None:
@@ -78,6 +88,20 @@ class DevCloudConfig:
             raise ValueError("exactly one admin user is required")
         if not any(not u.admin for u in self.users):
             raise ValueError("at least one non-admin user is required")
+        self.disabled_hosts = tuple(self.disabled_hosts)
+        self.down_hosts = tuple(self.down_hosts)
+        hosts = set(self.host_names)
+        for field in ("disabled_hosts", "down_hosts"):
+            unknown = sorted(set(getattr(self, field)) - hosts)
+            if unknown:
+                raise ValueError(f"{field}: no such compute host "
+                                 f"{', '.join(unknown)} (hosts are "
+                                 f"compute-1 .. compute-{self.hypervisors})")
+
+    @property
+    def host_names(self) -> list[str]:
+        """``compute-1`` .. ``compute-<hypervisors>``."""
+        return [f"compute-{i}" for i in range(1, self.hypervisors + 1)]
 
     def load_profile(self) -> Profile:
         if isinstance(self.profile, Profile):

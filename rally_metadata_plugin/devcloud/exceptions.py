@@ -150,8 +150,8 @@ class KeypairExists(NovaConflict):
 
 
 class NoValidHost(NovaBadRequest):
-    def __init__(self) -> None:
-        super().__init__("No valid host was found. ")
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"No valid host was found. {reason}")
 
 
 class MarkerNotFound(NovaBadRequest):
@@ -165,6 +165,30 @@ class InstanceInvalidState(NovaConflict):
         super().__init__(
             f"Cannot '{action}' instance {server_id} while it is in "
             f"vm_state {state}")
+
+
+class MigrationNotFoundForInstance(NovaNotFound):
+    def __init__(self, migration_id, server_id: str) -> None:
+        super().__init__(f"Migration {migration_id} not found for instance "
+                         f"{server_id}")
+
+
+class InvalidMigrationState(NovaBadRequest):
+    def __init__(self, migration_id, server_id: str, state: str,
+                 method: str) -> None:
+        super().__init__(
+            f"Migration {migration_id} state of instance {server_id} is "
+            f"{state}. Cannot {method} while the migration is in this state.")
+
+
+class ServiceNotFound(NovaNotFound):
+    def __init__(self, service_id: str) -> None:
+        super().__init__(f"Service {service_id} could not be found.")
+
+
+class ActionNotFound(NovaNotFound):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"Action {request_id} not found")
 
 
 # -- neutron ----------------------------------------------------------------

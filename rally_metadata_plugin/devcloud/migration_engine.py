@@ -4,7 +4,15 @@ and records the ground truth.
 Phases of one migration (all instants on ``CLOCK_BOOTTIME``):
 
 1. ``requested_at``: the API accepted ``os-migrateLive``; status MIGRATING,
-   host unchanged (the pre-copy phase, of drawn length).
+   host unchanged (the pre-copy phase, of drawn length). From microversion
+   2.34 nova-conductor's pre-checks run ``precheck_seconds`` into it (before,
+   the API ran them); a failed one (local disks without block migration, a
+   profile's ``precheck_error``) ends the migration there: record ``error``,
+   server ACTIVE on its source, no pause, no outage. Then the record is
+   ``preparing`` for ``prepare_seconds`` and ``running`` until the pause.
+   An abort (``DELETE /servers/{id}/migrations/{mid}``) before the pause
+   ends it too: ``cancelled``, ACTIVE on the source, ``aborted_at`` in the
+   ground truth.
 2. ``pause_start``..``pause_end``: switchover pause. Every guest process is
    SIGSTOPped; while frozen the host switches to the destination and the
    destination's metadata outage (if any) is scheduled to start ``delay``
@@ -27,9 +35,11 @@ from typing import Protocol
 
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.actions import Failure
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.migrations import Migration
-from rally_metadata_plugin.devcloud.profiles import MigrationPlan, Profile
+from rally_metadata_plugin.devcloud.profiles import (FaultSpec, MigrationPlan,
+                                                     Profile)
 
 LOG = logging.getLogger(__name__)
 
@@ -94,6 +104,8 @@ class MigrationEngine:
         self._truth = truth
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._aborts: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
 
     def _rng(self, server: Server, index: int, purpose: str) -> random.Random:
         return random.Random(f"{self._seed}/{server.seq}/{index}/{purpose}")
@@ -103,13 +115,31 @@ class MigrationEngine:
         rng = self._rng(server, server.migrations + 1, "destination")
         return rng.choice(sorted(candidates))
 
-    def start(self, migration: Migration) -> None:
+    def _plan(self, migration: Migration) -> MigrationPlan | None:
+        """The migration's draw (the same every time it is asked for)."""
         server = self._backend.compute.find_server(migration.server_id)
         if server is None:
+            return None
+        return self._profile.draw(self._rng(server, migration.index, "plan"))
+
+    def precheck_failure(self, migration: Migration) -> Failure | None:
+        plan = self._plan(migration)
+        spec = plan.precheck_error if plan else None
+        return None if spec is None else Failure(spec.exception, spec.message)
+
+    def abort(self, migration: Migration) -> None:
+        with self._lock:
+            event = self._aborts.get(migration.uuid)
+        if event is not None:
+            event.set()
+
+    def start(self, migration: Migration,
+              failure: Failure | None = None) -> None:
+        plan = self._plan(migration)
+        if plan is None:
             return
-        plan = self._profile.draw(self._rng(server, migration.index, "plan"))
         record = {
-            "migration_id": migration.id,
+            "migration_id": migration.uuid,
             "server_id": migration.server_id,
             "migration_index": migration.index,
             "source": migration.source,
@@ -120,11 +150,15 @@ class MigrationEngine:
             "pause_start": None, "pause_end": None,
             "outage_start": None, "outage_end": None, "kind": None,
             "completed_at": None, "status": "running", "fault": None,
+            "block_migration": migration.block_migration,
+            "aborted_at": None,
         }
         self._truth.started(record)
+        with self._lock:
+            self._aborts[migration.uuid] = threading.Event()
         thread = threading.Thread(
-            target=self._run, args=(migration, plan, record),
-            name=f"migration-{migration.id[:8]}", daemon=True)
+            target=self._run, args=(migration, plan, record, failure),
+            name=f"migration-{migration.uuid[:8]}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
@@ -135,50 +169,109 @@ class MigrationEngine:
         for thread in list(self._threads):
             thread.join(timeout)
 
-    def _sleep_until(self, deadline: float) -> bool:
-        """Sleep until ``deadline``; False if stopped meanwhile."""
+    def _sleep_until(self, deadline: float,
+                     abort: threading.Event | None = None) -> bool:
+        """Sleep until ``deadline``; False if stopped (or the migration
+        aborted) meanwhile."""
         while not self._stopped.is_set():
+            if abort is not None and abort.is_set():
+                return False
             remaining = deadline - boottime.now()
             if remaining <= 0:
                 return True
-            self._stopped.wait(min(remaining, 0.5))
+            (abort or self._stopped).wait(min(remaining, 0.05 if abort
+                                              else 0.5))
         return False
 
-    def _run(self, migration: Migration, plan: MigrationPlan,
-             record: dict) -> None:
+    def _run(self, migration: Migration, plan: MigrationPlan, record: dict,
+             failure: Failure | None) -> None:
+        migrations = self._backend.migrations
+        with self._lock:
+            abort = self._aborts[migration.uuid]
+        start = migration.requested_at
+        stages = (
+            # (until, what then); each stage can be cut short by an abort
+            (start + self._profile.precheck_seconds, self._checks_done),
+            (start + self._profile.precheck_seconds, lambda m, f:
+             migrations.advance(m, "preparing")),
+            (start + self._profile.precheck_seconds
+             + self._profile.prepare_seconds, lambda m, f:
+             migrations.advance(m, "running")),
+        )
         try:
-            if not self._sleep_until(migration.requested_at + plan.precopy):
-                record["status"] = "aborted"
+            for until, step in stages:
+                if not self._sleep_until(until, abort):
+                    self._stopped_early(migration, record, abort)
+                    return
+                if not step(migration, failure):
+                    self._ended_early(migration, record, failure)
+                    return
+            if not self._sleep_until(start + plan.precopy, abort):
+                self._stopped_early(migration, record, abort)
                 return
             if plan.error is not None:
-                failed = self._backend.migrations.fail_migration(
-                    migration, plan.error.message, plan.error.code)
-                record.update(status="error" if failed else "aborted",
-                              fault={"message": plan.error.message,
-                                     "code": plan.error.code},
-                              completed_at=boottime.now())
+                self._fail(migration, plan.error, record)
                 return
-            self._switch_over(migration, plan, record)
+            self._switch_over(migration, plan, record, abort)
         except Exception:
-            LOG.exception("migration %s crashed", migration.id)
+            LOG.exception("migration %s crashed", migration.uuid)
             record["status"] = "crashed"
         finally:
+            with self._lock:
+                self._aborts.pop(migration.uuid, None)
             self._truth.finished(record)
 
+    def _checks_done(self, migration: Migration,
+                     failure: Failure | None) -> bool:
+        """Asynchronous pre-checks (2.34+); before 2.34 the API ran them."""
+        if migration.status != "accepted":
+            return True
+        return self._backend.migrations.checks_done(migration, failure)
+
+    def _ended_early(self, migration: Migration, record: dict,
+                     failure: Failure | None) -> None:
+        """A pre-check failed, or the server is gone."""
+        if failure is not None and migration.status == "error":
+            record.update(status="error", completed_at=boottime.now(),
+                          fault={"message": failure.message,
+                                 "exception": failure.exception,
+                                 "precheck": True})
+        else:
+            record["status"] = "aborted"
+
+    def _stopped_early(self, migration: Migration, record: dict,
+                       abort: threading.Event) -> None:
+        """Aborted through the API, or the devcloud is stopping."""
+        if not abort.is_set():
+            record["status"] = "aborted"
+            return
+        now = boottime.now()
+        cancelled = self._backend.migrations.cancel_migration(migration)
+        record.update(status="cancelled" if cancelled else "aborted",
+                      aborted_at=now, completed_at=boottime.now())
+
+    def _fail(self, migration: Migration, error: FaultSpec,
+              record: dict) -> None:
+        failed = self._backend.migrations.fail_migration(
+            migration, error.message, error.code, error.exception)
+        record.update(status="error" if failed else "aborted",
+                      fault={"message": error.message, "code": error.code},
+                      completed_at=boottime.now())
+
     def _switch_over(self, migration: Migration, plan: MigrationPlan,
-                     record: dict) -> None:
+                     record: dict, abort: threading.Event) -> None:
         server_id = migration.server_id
         record["pause_start"] = boottime.now()
         try:
             self._freezer.freeze(server_id)
-            if not self._sleep_until(boottime.now() + plan.pause):
-                record["status"] = "aborted"
+            if not self._sleep_until(boottime.now() + plan.pause, abort):
+                self._stopped_early(migration, record, abort)
                 return
             outage = self._backend.migrations.switch_over(migration, plan.outage)
         finally:
             self._freezer.thaw(server_id)
             record["pause_end"] = boottime.now()
-        if migration.status == "aborted":
+        if migration.status != "post-migrating":
             record["status"] = "aborted"
             return
         if outage is not None:

@@ -8,6 +8,8 @@ the shipped files; the format in short::
     description: free text
     precopy_seconds: [0.3, 1.0]   # uniform [min, max] (or one number)
     pause_seconds: [0.02, 0.3]
+    precheck_seconds: 0.05        # fixed: nova-conductor's pre-checks
+    prepare_seconds: 0.05         # fixed: pre_live_migration (preparing)
     outcomes:                     # one is picked per migration, by weight
       - weight: 9
         outage_delay_seconds: 0
@@ -15,6 +17,9 @@ the shipped files; the format in short::
         kinds: {refused: 1, http_500: 1}   # FaultKind values, but not drop
       - weight: 1
         error: {message: "...", code: 500}
+      - weight: 1
+        precheck_error: {message: "No valid host was found. ...",
+                         exception: NoValidHost}
 
 No code path depends on a profile's name: adding a profile is adding a file.
 """
@@ -65,10 +70,14 @@ class Range:
 
 @dataclasses.dataclass(frozen=True)
 class FaultSpec:
-    """Makes a migration fail: the server goes to ERROR with this fault."""
+    """Makes a migration fail: the server goes to ERROR with this fault
+    (``error``), or a pre-check fails and the server stays ACTIVE on its
+    source (``precheck_error``). ``exception`` is the nova exception the
+    instance action's traceback names."""
 
     message: str
     code: int = 500
+    exception: str = "MigrationError"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +89,7 @@ class Outcome:
     outage: Range | None          # None: the outage never ends
     outage_delay: Range
     error: FaultSpec | None = None
+    precheck_error: FaultSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +109,7 @@ class MigrationPlan:
     pause: float
     outage: OutagePlan | None
     error: FaultSpec | None
+    precheck_error: FaultSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +121,10 @@ class Profile:
     precopy: Range
     pause: Range
     outcomes: tuple[Outcome, ...]
+    #: fixed durations (not drawn, so that seeds keep their plans): the
+    #: asynchronous pre-checks, then pre_live_migration, both inside precopy
+    precheck_seconds: float = 0.05
+    prepare_seconds: float = 0.05
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Profile":
@@ -128,7 +143,9 @@ class Profile:
                                 "precopy_seconds"),
             pause=Range.parse(data.get("pause_seconds", 0.05),
                               "pause_seconds"),
-            outcomes=outcomes)
+            outcomes=outcomes,
+            precheck_seconds=_seconds(data, "precheck_seconds", 0.05),
+            prepare_seconds=_seconds(data, "prepare_seconds", 0.05))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Profile":
@@ -151,6 +168,9 @@ class Profile:
                               weights=[o.weight for o in self.outcomes])[0]
         if outcome.error is not None:
             return MigrationPlan(precopy, pause, None, outcome.error)
+        if outcome.precheck_error is not None:
+            return MigrationPlan(precopy, pause, None, None,
+                                 outcome.precheck_error)
         if not outcome.kinds:
             return MigrationPlan(precopy, pause, None, None)
         kinds = sorted(outcome.kinds)
@@ -173,13 +193,11 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
     weight = data.get("weight", 1)
     if not isinstance(weight, (int, float)) or weight < 0:
         raise ProfileError(f"{where}.weight: a number >= 0")
-    error = data.get("error")
-    if error is not None:
-        if not isinstance(error, Mapping) or "message" not in error:
-            raise ProfileError(f"{where}.error: needs a message")
-        return Outcome(float(weight), {}, None, Range(0, 0),
-                       FaultSpec(str(error["message"]),
-                                 int(error.get("code", 500))))
+    for field in ("error", "precheck_error"):
+        if data.get(field) is not None:
+            spec = _fault_spec(data[field], f"{where}.{field}")
+            return Outcome(float(weight), {}, None, Range(0, 0),
+                           **{field: spec})
     kinds = data.get("kinds") or {}
     if not isinstance(kinds, Mapping):
         raise ProfileError(f"{where}.kinds: a mapping kind -> weight")
@@ -206,3 +224,17 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
     return Outcome(float(weight),
                    {FaultKind(kind): w for kind, w in kinds.items()},
                    outage, delay)
+
+
+def _fault_spec(data: Any, where: str) -> FaultSpec:
+    if not isinstance(data, Mapping) or "message" not in data:
+        raise ProfileError(f"{where}: needs a message")
+    return FaultSpec(str(data["message"]), int(data.get("code", 500)),
+                     str(data.get("exception", "MigrationError")))
+
+
+def _seconds(data: Mapping[str, Any], field: str, default: float) -> float:
+    value = data.get(field, default)
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ProfileError(f"{field}: a number of seconds >= 0")
+    return float(value)

@@ -35,18 +35,23 @@ _ranges = itertools.count(20)
 
 def quick_profile(kind: FaultKind | None = FaultKind.REFUSED, *, outage=(1.5, 1.5),
                   pause=(0.05, 0.05), precopy=(0.2, 0.2),
-                  error: str | None = None) -> Profile:
-    """A profile with one deterministic outcome, for tests."""
+                  error: str | None = None,
+                  precheck_error: str | None = None, **fields) -> Profile:
+    """A profile with one deterministic outcome, for tests; ``fields`` are
+    further profile fields (``precheck_seconds``...)."""
     outcome: dict = {"weight": 1}
     if error:
         outcome["error"] = {"message": error, "code": 500}
+    elif precheck_error:
+        outcome["precheck_error"] = {"message": precheck_error,
+                                     "exception": "NoValidHost"}
     elif kind:
         outcome.update(kinds={kind: 1}, outage_seconds=(
             list(outage) if outage is not None else None))
     return Profile.from_dict({"name": f"test-{kind or error}",
                               "precopy_seconds": list(precopy),
                               "pause_seconds": list(pause),
-                              "outcomes": [outcome]})
+                              "outcomes": [outcome], **fields})
 
 
 def make_config(tmp: Path, **overrides) -> DevCloudConfig:
@@ -87,6 +92,18 @@ class Clients:
 def clients(cloud: DevCloud, name: str) -> Clients:
     return Clients(cloud, next(u for u in cloud.config.users
                                if u.name == name))
+
+
+def raw_request(c: Clients, method: str, path: str,
+                version: str | None = None, **kwargs):
+    """A compute request through the user's keystoneauth session (no
+    raise)."""
+    headers = kwargs.pop("headers", {})
+    if version:
+        headers["OpenStack-API-Version"] = f"compute {version}"
+    return c.session.request(
+        path, method, endpoint_filter={"service_type": "compute"},
+        headers=headers, raise_exc=False, **kwargs)
 
 
 @dataclass
@@ -157,6 +174,25 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def boot_server(cloud: DevCloud, user: str = "alice",
+                name: str = "vm") -> str:
+    """A server on a routed network, ACTIVE (no floating IP, no SSH wait);
+    returns its id."""
+    c = clients(cloud, user)
+    nova = c.nova("2.79")
+    net_id = ensure_network(c)
+    image = next(iter(c.glance().images.list()))
+    server = nova.servers.create(name, image.id, "1",
+                                 nics=[{"net-id": net_id}])
+    wait_for(lambda: nova.servers.get(server.id).status == "ACTIVE",
+             what="ACTIVE")
+    return server.id
+
+
+def host_of(nova, server_id: str) -> str:
+    return getattr(nova.servers.get(server_id), "OS-EXT-SRV-ATTR:host")
 
 
 def boot_guest(cloud: DevCloud, user: str = "alice",

@@ -11,6 +11,7 @@ from novaclient import exceptions as nova_exc
 from rally_openstack.task.scenarios.nova import utils as rally_nova_utils
 
 from devcloud_helpers import (clients, ensure_network, wait_for)
+from devcloud_helpers import raw_request as _raw
 
 
 def _register_rally_openstack_options() -> None:
@@ -19,16 +20,6 @@ def _register_rally_openstack_options() -> None:
     from rally_openstack.common.cfg import opts
     for group, options in opts.list_opts():
         cfg.CONF.register_opts(options, group=group)
-
-
-def _raw(c, method, path, version=None, **kwargs):
-    """A request through the user's keystoneauth session (no raise)."""
-    headers = kwargs.pop("headers", {})
-    if version:
-        headers["OpenStack-API-Version"] = f"compute {version}"
-    return c.session.request(
-        path, method, endpoint_filter={"service_type": "compute"},
-        headers=headers, raise_exc=False, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
+from rally_metadata_plugin.adapters import live_migration
 from rally_metadata_plugin.core import report
+from rally_metadata_plugin.devcloud import cloud
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAIN_COMMAND = ROOT / "tools" / "devcloud_task.py"
@@ -321,3 +324,90 @@ def _needs_busybox_for_cirros_like_guests():
     # both work, but CI must exercise the CirrOS-like path.
     if os.environ.get("RMP_REQUIRE_ALL") == "1":
         assert subprocess.run(["busybox", "true"]).returncode == 0
+
+
+# -- nova behaviours of real clouds -------------------------------------------
+
+SHARED_STORAGE = ("is not on shared storage: Shared storage live-migration requires either "
+                  "shared storage or boot-from-volume with no local disks.")
+
+
+def iteration_errors(out: pathlib.Path) -> list[list[str]]:
+    return [iteration["error"] for iteration in workload(out)["data"]]
+
+
+def test_local_disks_with_auto_negotiates_a_block_migration(tmp_path):
+    """No microversion pinned: rally's 2.0 client could not say "auto" (it would
+    send block_migration false, which local disks refuse); the scenario negotiates."""
+    out = tmp_path / "local-disks"
+    result = run_main_command(out, "--local-disks", "--nova-version", "none", "--seed", "3",
+                              "--task-args", '{"times": 1, "migrations": 2}')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    spec = json.loads((out / "env.json").read_text())["openstack"]
+    assert "nova" not in spec.get("api_info", {})
+    assert live_migration.live_migrate_kwargs((2, 0), "auto", None)["block_migration"] is False
+    requests_log = (out / "devcloud" / "requests.log").read_text()
+    assert " GET /compute/v2.1 200 " in requests_log      # version discovery
+    records = truth_by_migration(out).values()
+    assert [(r["status"], r["block_migration"]) for r in records] == [("completed", True)] * 2
+    assert_measurements_match_truth(out, expected_count=2)
+    assert_nothing_left_behind(out)
+
+
+def test_local_disks_refuse_a_shared_storage_migration(tmp_path):
+    out = tmp_path / "local-disks-false"
+    result = run_main_command(out, "--local-disks", "--nova-version", "none", "--task-args",
+                              '{"times": 1, "migrations": 2, "block_migration": false}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAILED (SLA)" in result.stdout
+    ((kind, message, *_),) = iteration_errors(out)
+    assert kind == "MigrationError"
+    assert "Nova rejected the live migration" in message and SHARED_STORAGE in message
+    (record,) = truth_by_migration(out).values()
+    assert record["status"] == "error" and record["fault"]["precheck"]
+    assert record["pause_start"] is None
+    assert_nothing_left_behind(out)
+
+
+def test_precheck_failure_fails_each_iteration_at_once(tmp_path):
+    out = tmp_path / "precheck-fail"
+    started = time.monotonic()
+    result = run_main_command(out, "--profile", "precheck-fail", "--seed", "1")
+    wall = time.monotonic() - started
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    timeout = cloud.RALLY_OPENSTACK_OPTIONS["nova_server_live_migrate_timeout"]
+    print(f"precheck-fail: {wall:.1f} s for the whole run; live-migrate timeout {timeout} s")
+    assert wall < timeout / 2
+    load = workload(out)
+    assert load["total_iteration_count"] == 2 == load["failed_iteration_count"]
+    for iteration in load["data"]:
+        kind, message = iteration["error"][:2]
+        assert kind == "MigrationError"
+        assert "No valid host was found" in message and "conductor_live_migrate_instance" in message
+        (migrating,) = [a for a in iteration["atomic_actions"]
+                        if a["name"] == "metadata.live_migrations"]
+        assert migrating["finished_at"] - migrating["started_at"] < 10
+    records = truth_by_migration(out).values()
+    assert [r["status"] for r in records] == ["error", "error"]
+    assert all(r["fault"]["exception"] == "NoValidHost" for r in records)
+    assert_nothing_left_behind(out)
+
+
+def test_migration_still_running_at_the_timeout_is_aborted(tmp_path):
+    profile = tmp_path / "slow.yaml"
+    profile.write_text("name: slow\ndescription: pre-copy longer than the timeout\n"
+                       "precopy_seconds: 60\npause_seconds: 0.05\noutcomes:\n"
+                       "  - {weight: 1, outage_seconds: 0.5, kinds: {refused: 1}}\n")
+    out = tmp_path / "timeout"
+    result = run_main_command(out, "--profile", str(profile), "--live-migrate-timeout", "3",
+                              "--task-args", '{"times": 1, "migrations": 1}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "nova_server_live_migrate_timeout = 3" in (out / "rally.conf").read_text()
+    ((kind, message, *_),) = iteration_errors(out)
+    assert kind == "MigrationTimeout"
+    assert "within 3 s" in message and "was aborted (server now ACTIVE)" in message
+    (record,) = truth_by_migration(out).values()
+    assert record["status"] == "cancelled"
+    assert 3 <= record["aborted_at"] - record["requested_at"] < 15
+    assert record["pause_start"] is None and record["outage_start"] is None
+    assert_nothing_left_behind(out)

@@ -4,7 +4,11 @@ The microversion comes from ``OpenStack-API-Version: compute 2.x`` or
 ``X-OpenStack-Nova-API-Version: 2.x`` (2.1 without either), is echoed on
 every response, and changes request validation and views where rally or
 novaclient can tell the difference (keypair generation up to 2.91,
-``os-migrateLive`` bodies, hypervisor ids, flavor views).
+``os-migrateLive`` bodies and pre-checks, hypervisor ids, flavor views).
+Every response carries the request's id (``x-openstack-request-id`` and
+``x-compute-request-id``), which names the instance action a request
+recorded. Migrations, instance actions and services are in
+:mod:`.nova_admin`.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import dataclasses
 import hashlib
 import ipaddress
 import re
+import uuid
 
 from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api.base import (Call, Service,
                                                      empty_response,
                                                      json_response)
-from rally_metadata_plugin.devcloud.model.compute import (AVAILABILITY_ZONE,
-                                                          Flavor, Keypair,
+from rally_metadata_plugin.devcloud.model.compute import (Flavor, Keypair,
                                                           Server, ServerGroup)
 from rally_metadata_plugin.devcloud.model.server_ports import (
     NetworkRequest, ServerAddress)
+from rally_metadata_plugin.devcloud.model.services import AVAILABILITY_ZONE
 
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 96)
@@ -63,12 +68,22 @@ def parse_microversion(call: Call) -> None:
     call.microversion = version
 
 
+def request_id(call: Call) -> str:
+    """The request's id, ``req-<uuid>`` (made on first use)."""
+    environ = call.request.environ
+    if "openstack.request_id" not in environ:
+        environ["openstack.request_id"] = f"req-{uuid.uuid4()}"
+    return environ["openstack.request_id"]
+
+
 def echo_microversion(call: Call, response) -> None:
     version = _fmt(call.microversion)
     response.headers["X-OpenStack-Nova-API-Version"] = version
     response.headers["OpenStack-API-Version"] = f"compute {version}"
     response.headers["Vary"] = ("OpenStack-API-Version, "
                                 "X-OpenStack-Nova-API-Version")
+    response.headers["x-openstack-request-id"] = request_id(call)
+    response.headers["x-compute-request-id"] = request_id(call)
 
 
 SERVICE = Service(
@@ -224,10 +239,10 @@ def delete_keypair(call: Call, name: str):
 
 # -- servers ------------------------------------------------------------------
 
-def _host_id(server: Server) -> str:
-    """Nova's ``hostId``: opaque, per project and host."""
-    return hashlib.sha224(
-        (server.project_id + server.host).encode()).hexdigest()
+def host_id(project_id: str, host: str) -> str:
+    """Nova's ``hostId``: opaque, per project and host ('' without host)."""
+    return hashlib.sha224((project_id + host).encode()).hexdigest() \
+        if host else ""
 
 
 def _address_view(address: ServerAddress) -> dict:
@@ -264,7 +279,7 @@ def server_view(call: Call, server: Server, detail: bool = True,
         "user_id": server.user_id,
         "created": server.created_at,
         "updated": server.updated_at,
-        "hostId": _host_id(server),
+        "hostId": host_id(server.project_id, server.host),
         "image": {"id": server.image_id,
                   "links": _links(call, "images", server.image_id)},
         "flavor": flavor_view,
@@ -429,9 +444,12 @@ def delete_server(call: Call, server_id: str):
 def server_action(call: Call, server_id: str):
     body = call.json(exc.NovaBadRequest)
     if "os-migrateLive" in body:
-        host = _parse_migrate_live(call, body["os-migrateLive"])
-        call.backend.migrations.live_migrate(call.caller, server_id,
-                                                host)
+        host, block_migration, force = _parse_migrate_live(
+            call, body["os-migrateLive"])
+        call.backend.migrations.live_migrate(
+            call.caller, server_id, host, request_id=request_id(call),
+            block_migration=block_migration, force=force,
+            async_checks=call.mv_at_least(2, 34))
         return empty_response(202)
     if "os-getConsoleOutput" in body:
         output = call.backend.compute.console_output(call.caller,
@@ -441,9 +459,15 @@ def server_action(call: Call, server_id: str):
     raise exc.NovaBadRequest(f"There is no such action: {action}")
 
 
-def _parse_migrate_live(call: Call, args) -> str | None:
+def _parse_migrate_live(call: Call, args
+                        ) -> tuple[str | None, bool | None, bool]:
     """Validate an ``os-migrateLive`` body as nova's schema for the
-    request's microversion does; returns the requested host."""
+    request's microversion does.
+
+    :returns: the requested host, ``block_migration`` (None: ``"auto"``)
+        and whether a named host bypasses the scheduler (always below 2.30,
+        ``force`` up to 2.67, never from 2.68)
+    """
     if not isinstance(args, dict):
         raise exc.NovaBadRequest("Invalid input for field/attribute "
                                  "os-migrateLive.")
@@ -465,16 +489,19 @@ def _parse_migrate_live(call: Call, args) -> str | None:
                                      f"property")
     block = args["block_migration"]
     if not (call.mv_at_least(2, 25) and block == "auto"):
-        _bool(block, "block_migration")
+        block = _bool(block, "block_migration")
+    else:
+        block = None
     if "disk_over_commit" in args:
         _bool(args["disk_over_commit"], "disk_over_commit")
+    force = not call.mv_at_least(2, 30)
     if "force" in args:
-        _bool(args["force"], "force")
+        force = _bool(args["force"], "force")
     host = args["host"]
     if host is not None and (not isinstance(host, str) or not host):
         raise exc.NovaBadRequest(f"Invalid input for field/attribute host. "
                                  f"Value: {host}.")
-    return host
+    return host, block, force
 
 
 # -- hypervisors, server groups, availability zones ---------------------------
@@ -486,16 +513,17 @@ def list_hypervisors(call: Call, detail: bool = False):
     views = []
     for host in call.backend.compute.list_hosts():
         uuids = call.mv_at_least(2, 53)
+        service = host.service
         view = {"id": host.uuid if uuids else host.int_id,
                 "hypervisor_hostname": host.name,
-                "state": "up", "status": "enabled"}
+                "state": service.state, "status": service.status}
         if detail:
             view.update({
                 "host_ip": "127.0.0.1", "hypervisor_type": "QEMU",
                 "hypervisor_version": 8002000,
                 "service": {"host": host.name,
-                            "id": host.uuid if uuids else host.int_id,
-                            "disabled_reason": None}})
+                            "id": service.uuid if uuids else service.id,
+                            "disabled_reason": service.disabled_reason}})
             if not call.mv_at_least(2, 88):
                 view.update({
                     "vcpus": 8, "memory_mb": 16384, "local_gb": 100,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from werkzeug.routing import Map, Rule
 
 from rally_metadata_plugin.devcloud.api import (devcloud, glance, keystone,
-                                                neutron, nova)
+                                                neutron, nova, nova_admin)
 from rally_metadata_plugin.devcloud.api.base import Endpoint, Service
 
-SERVICES = (keystone, nova, neutron, glance, devcloud)
+SERVICES = (keystone, nova, nova_admin, neutron, glance, devcloud)
 
 
 def url_map() -> Map:

@@ -6,10 +6,15 @@ lock and the change notification:
 
 * :mod:`.identity`: keystone's projects, users, tokens (and the
   :class:`~.identity.Caller` of a request);
-* :mod:`.compute`: nova's hosts, flavors, images, keypairs, servers and
-  server groups;
-* :mod:`.migrations`: migrations, and the metadata (identity, outages)
-  served to a server while it moves;
+* :mod:`.services`: nova's services and compute hosts (enabled/disabled,
+  up/down: where the scheduler may place and migrate);
+* :mod:`.compute`: nova's flavors, images, keypairs, servers and server
+  groups;
+* :mod:`.migrations`: live migrations and nova's records of them
+  (:mod:`.conductor` has the pre-checks);
+* :mod:`.actions`: nova's instance actions and their events;
+* :mod:`.outages`: the metadata (identity, outages) served to a server
+  while it moves;
 * :mod:`.network`: neutron's networks, subnets and ports;
 * :mod:`.server_ports`: the ports of servers, what compute asks of the
   network;

@@ -6,7 +6,8 @@ ids), the timer thread, one re-entrant lock, and change notification to the
 adapters that follow the model (guests, SSH, metadata service), which
 implement :class:`CloudListener`. Handlers and adapters call the parts
 directly: ``backend.compute.create_server(...)``,
-``backend.migrations.metadata_view(...)``.
+``backend.migrations.metadata_view(...)``. Nova's services and hosts are in
+``backend.services``, its instance actions in ``backend.actions``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from typing import Callable, Iterator, Protocol
 
 from rally_metadata_plugin.devcloud.config import DevCloudConfig
+from rally_metadata_plugin.devcloud.model.actions import ActionBackend
 from rally_metadata_plugin.devcloud.model.common import isotime, utcnow
 from rally_metadata_plugin.devcloud.model.compute import (ComputeBackend,
                                                           Image, Keypair,
@@ -32,6 +34,7 @@ from rally_metadata_plugin.devcloud.model.network import (Network,
 from rally_metadata_plugin.devcloud.model.security_groups import (
     DEFAULT_GROUP, SecurityGroup, SecurityGroupBackend)
 from rally_metadata_plugin.devcloud.model.server_ports import ServerPorts
+from rally_metadata_plugin.devcloud.model.services import ServiceBackend
 
 
 class CloudListener(Protocol):
@@ -72,17 +75,21 @@ class CloudBackend:
         self.listeners: list[CloudListener] = []
 
         self.identity = IdentityBackend(self)
+        self.services = ServiceBackend(self)
         self.compute = ComputeBackend(self)
         self.network = NetworkBackend(self)
         self.server_ports = ServerPorts(self)
         self.l3 = L3Backend(self)
         self.security = SecurityGroupBackend(self)
         self.migrations = LiveMigrationBackend(self)
+        self.actions = ActionBackend(self)
 
         now = isotime(utcnow())
         self.identity.seed(config.users)
         admin_project = self.identity.admin_project.id
-        self.compute.seed(config.hypervisors, admin_project, now)
+        self.services.seed(config.host_names, config.disabled_hosts,
+                           config.down_hosts, now)
+        self.compute.seed(admin_project, now)
         self.network.seed_public(admin_project, config.floating_cidr, now)
 
     # -- change notification --------------------------------------------------

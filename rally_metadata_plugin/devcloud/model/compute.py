@@ -1,7 +1,8 @@
-"""Nova's part of the model (and glance's images): hosts, flavors, images,
+"""Nova's part of the model (and glance's images): flavors, images,
 keypairs, servers and server groups.
 
-A server is placed on the least loaded host, boots after
+A server is placed on the least loaded host the scheduler may use (enabled
+and up, :mod:`.services`), boots after
 ``config.boot_seconds`` (BUILD -> ACTIVE, on the cloud's timer thread) and
 gets a ``compute:nova`` port on each requested network (:mod:`.network`).
 Live migration, and what the metadata service tells an instance, are in
@@ -21,14 +22,13 @@ from rally_metadata_plugin.devcloud.model.common import (isotime, new_id,
                                                          utcnow)
 from rally_metadata_plugin.devcloud.model.identity import Caller
 from rally_metadata_plugin.devcloud.model.security_groups import DEFAULT_GROUP
+from rally_metadata_plugin.devcloud.model.services import Host
 
 if TYPE_CHECKING:
     from rally_metadata_plugin.devcloud.model.backend import CloudBackend
     from rally_metadata_plugin.devcloud.model.migrations import Fault
     from rally_metadata_plugin.devcloud.model.server_ports import (
         NetworkRequest)
-
-AVAILABILITY_ZONE = "nova"
 
 
 def sanitize_hostname(name: str) -> str:
@@ -37,15 +37,6 @@ def sanitize_hostname(name: str) -> str:
     host = re.sub(r"[^\w.-]+", "", host, flags=re.ASCII)
     host = host.strip(".-")[:63]
     return host or "server"
-
-
-@dataclasses.dataclass
-class Host:
-    """A hypervisor (compute node)."""
-
-    name: str
-    int_id: int
-    uuid: str
 
 
 @dataclasses.dataclass
@@ -140,18 +131,14 @@ class ComputeBackend:
     def __init__(self, cloud: CloudBackend) -> None:
         self._cloud = cloud
         self._seq = itertools.count(1)
-        self.hosts: list[Host] = []
         self.flavors: dict[str, Flavor] = {}
         self.images: dict[str, Image] = {}
         self.keypairs: dict[tuple[str, str], Keypair] = {}
         self.servers: dict[str, Server] = {}
         self.server_groups: dict[str, ServerGroup] = {}
 
-    def seed(self, hypervisors: int, image_owner: str, now: str) -> None:
-        """Hosts ``compute-1`` .. ``compute-<hypervisors>``, the flavors
-        rally's tasks name and one small ``cirros`` image."""
-        for i in range(1, hypervisors + 1):
-            self.hosts.append(Host(f"compute-{i}", i, new_id()))
+    def seed(self, image_owner: str, now: str) -> None:
+        """The flavors rally's tasks name and one small ``cirros`` image."""
         for flavor in (Flavor("1", "m1.tiny", 512, 1, 1),
                        Flavor("2", "m1.small", 2048, 20, 1),
                        Flavor("42", "m1.nano", 128, 1, 1)):
@@ -191,12 +178,10 @@ class ComputeBackend:
             return image
 
     def list_hosts(self) -> list[Host]:
-        with self._cloud.lock:
-            return list(self.hosts)
+        return self._cloud.services.list_hosts()
 
     def get_host(self, name: str) -> Host | None:
-        with self._cloud.lock:
-            return next((h for h in self.hosts if h.name == name), None)
+        return self._cloud.services.get_host(name)
 
     def running_vms(self, host: Host) -> int:
         with self._cloud.lock:
@@ -340,11 +325,14 @@ class ComputeBackend:
             return created
 
     def _place(self) -> str:
-        """Least loaded host, lowest index first: deterministic."""
-        load = {h.name: 0 for h in self.hosts}
+        """Least loaded usable host, lowest index first: deterministic."""
+        hosts = self._cloud.services.usable_hosts()
+        if not hosts:
+            raise exc.NoValidHost("There are not enough hosts available.")
+        load = {h.name: 0 for h in hosts}
         for server in self.servers.values():
             load[server.host] = load.get(server.host, 0) + 1
-        return min(self.hosts, key=lambda h: (load[h.name], h.int_id)).name
+        return min(hosts, key=lambda h: (load[h.name], h.int_id)).name
 
     def _finish_boot(self, server_id: str) -> None:
         with self._cloud.changes():
