@@ -353,7 +353,7 @@ class LiveMigrator:
         record = self._ours(server_id)
         if record is None or getattr(record, "status", "") not in FAILED_STATUSES:
             return
-        reason = self._reason(server_id) or (
+        reason = self._reason(server_id).rstrip(". ") or (
             "nova recorded no reason; see nova-conductor and nova-compute logs")
         raise MigrationError(
             f"Nova rejected the live migration of server {server_id} from {source_host} "
