@@ -114,7 +114,8 @@ class DevCloud:
                               keys.generate_host_key(), config.ssh_port,
                               config.ssh_user)
         self.engine = MigrationEngine(self.backend, self.profile, config.seed,
-                                      self.guests, self._truth)
+                                      self.guests, self._truth,
+                                      effects=(self.guests, self.ssh))
         self.backend.migrations.migrator = self.engine
         # metadata first: a guest's environment needs its endpoint's URL
         self.backend.listeners = [self.metadata, self.guests, self.ssh]

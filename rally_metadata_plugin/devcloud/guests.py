@@ -6,8 +6,9 @@ commands that arrive over SSH (see :mod:`.ssh`). Every process of a guest
 carries ``DEVCLOUD_GUEST=<server uuid>`` in its environment; descendants
 inherit it, so the guest's processes, detached ones included, are found by
 scanning ``/proc/*/environ``. That is how a switchover pause really freezes
-the guest (SIGSTOP ... SIGCONT) and how deletion really kills it. No root
-needed: a user can read its own processes' environments.
+the guest (SIGSTOP ... SIGCONT), how a reboot (a profile's ``guest_reboot``)
+and deletion really kill it. No root needed: a user can read its own
+processes' environments.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive, pids,
                                                    proc_state)
+from rally_metadata_plugin.devcloud.profiles import MigrationPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -148,20 +151,28 @@ class Guest:
         _signal_all(self.processes(), signal.SIGCONT)
         self._running.set()
 
-    def kill(self, timeout: float = 3.0) -> None:
-        """SIGKILL the whole guest, detached processes included."""
-        self._running.set()       # release spawners waiting on a freeze
+    def kill_processes(self, timeout: float = 3.0) -> int:
+        """SIGKILL every process of the guest, frozen ones too, as a reboot
+        does; returns how many there were. Commands may start afterwards."""
+        killed: set[int] = set()
         deadline = time.monotonic() + timeout
         while True:
             pids = self.processes()
             if not pids:
                 break
             _signal_all(pids, signal.SIGKILL)
+            killed.update(pids)
             if time.monotonic() > deadline:
                 LOG.warning("guest %s: processes survive SIGKILL: %s",
                             self.server_id, pids)
                 break
             time.sleep(0.01)
+        return len(killed)
+
+    def kill(self, timeout: float = 3.0) -> None:
+        """SIGKILL the whole guest, detached processes included."""
+        self._running.set()       # release spawners waiting on a freeze
+        self.kill_processes(timeout)
         with self._lock:
             children, self._children = self._children, set()
         for child in children:   # reap our direct children
@@ -174,8 +185,9 @@ class Guest:
 class GuestManager:
     """Creates guests for ACTIVE servers, kills them with their server.
 
-    Implements :class:`~.model.backend.CloudListener` and the migration engine's
-    :class:`~.migration.Freezer`.
+    Implements :class:`~.model.backend.CloudListener` and the migration
+    engine's :class:`~.migration_engine.Freezer` and
+    :class:`~.migration_engine.SwitchoverEffect` (the guest reboot).
 
     :param metadata_url: gives the (stable) metadata endpoint of a server.
     """
@@ -230,6 +242,19 @@ class GuestManager:
             guest = self._guests.get(server_id)
         if guest is not None:
             guest.thaw()
+
+    # SwitchoverEffect
+
+    def switched_over(self, server_id: str, plan: MigrationPlan) -> dict:
+        """A ``guest_reboot`` kills every process of the (frozen) guest."""
+        if not plan.guest_reboot:
+            return {}
+        guest = self.guest(server_id)
+        killed = guest.kill_processes() if guest is not None else 0
+        LOG.info("guest %s rebooted at the switchover: %d processes killed",
+                 server_id, killed)
+        return {"guest_reboot_at": boottime.now(),
+                "guest_processes_killed": killed}
 
     def kill_all(self) -> None:
         with self._lock:

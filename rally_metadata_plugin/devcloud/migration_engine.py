@@ -16,7 +16,9 @@ Phases of one migration (all instants on ``CLOCK_BOOTTIME``):
 2. ``pause_start``..``pause_end``: switchover pause. Every guest process is
    SIGSTOPped; while frozen the host switches to the destination and the
    destination's metadata outage (if any) is scheduled to start ``delay``
-   after the switch. ``pause_end`` is taken once the guest is thawed.
+   after the switch, and the plan's :class:`SwitchoverEffect` s happen (a
+   guest reboot, an SSH blackhole). ``pause_end`` is taken once the guest is
+   thawed.
 3. ``completed_at``: status back to ACTIVE on the destination (what rally
    waits for).
 
@@ -31,7 +33,7 @@ import logging
 import random
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
@@ -52,6 +54,15 @@ class Freezer(Protocol):
 
     def thaw(self, server_id: str) -> None:
         """Resume the guest."""
+
+
+class SwitchoverEffect(Protocol):
+    """Does what a plan says the switchover does to a guest beyond the
+    pause (a reboot, SSH connections going silent)."""
+
+    def switched_over(self, server_id: str, plan: MigrationPlan) -> dict:
+        """Called while the guest is frozen on the destination; returns the
+        fields it adds to the truth record."""
 
 
 class TruthLog:
@@ -96,12 +107,14 @@ class MigrationEngine:
     """
 
     def __init__(self, backend: CloudBackend, profile: Profile, seed: int,
-                 freezer: Freezer, truth: TruthLog) -> None:
+                 freezer: Freezer, truth: TruthLog,
+                 effects: Sequence[SwitchoverEffect] = ()) -> None:
         self._backend = backend
         self._profile = profile
         self._seed = seed
         self._freezer = freezer
         self._truth = truth
+        self._effects = tuple(effects)
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._aborts: dict[str, threading.Event] = {}
@@ -149,6 +162,8 @@ class MigrationEngine:
             "requested_at": migration.requested_at,
             "pause_start": None, "pause_end": None,
             "outage_start": None, "outage_end": None, "kind": None,
+            "guest_reboot_at": None, "ssh_blackhole_start": None,
+            "ssh_blackhole_end": None,
             "completed_at": None, "status": "running", "fault": None,
             "block_migration": migration.block_migration,
             "aborted_at": None,
@@ -268,6 +283,9 @@ class MigrationEngine:
                 self._stopped_early(migration, record, abort)
                 return
             outage = self._backend.migrations.switch_over(migration, plan.outage)
+            if migration.status == "post-migrating":
+                for effect in self._effects:
+                    record.update(effect.switched_over(server_id, plan))
         finally:
             self._freezer.thaw(server_id)
             record["pause_end"] = boottime.now()

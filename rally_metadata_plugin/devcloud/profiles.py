@@ -20,6 +20,22 @@ the shipped files; the format in short::
       - weight: 1
         precheck_error: {message: "No valid host was found. ...",
                          exception: NoValidHost}
+      - weight: 1                 # what happens to the guest at the switchover
+        guest_reboot: true            # every guest process is killed
+        ssh_blackhole_seconds: [5, 10]    # null: for good
+
+An outcome may also say what the switchover does to the guest beyond the
+pause (both are recorded in ``truth.jsonl``):
+
+* ``guest_reboot: true``: the guest reboots on the destination (another CPU
+  model; or, to the meter alike, the OOM killer, a full /tmp): every guest
+  process is killed, the meter with them, and the guest's SSH connections
+  close; new ones are served at once (``guest_reboot_at``).
+* ``ssh_blackhole_seconds``: the floating IP moved and packets of the
+  guest's EXISTING SSH connections are dropped: the devcloud stops reading
+  and writing them (no FIN, no RST) for the drawn time, or for good when
+  null; new connections are served (``ssh_blackhole_start``/``_end``,
+  ``ssh_blackhole_connections``).
 
 No code path depends on a profile's name: adding a profile is adding a file.
 """
@@ -27,6 +43,7 @@ No code path depends on a profile's name: adding a profile is adding a file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from pathlib import Path
 from typing import Any, Mapping
@@ -80,6 +97,10 @@ class FaultSpec:
     exception: str = "MigrationError"
 
 
+#: ``ssh_blackhole_seconds: null``: existing SSH connections stay dead.
+FOREVER = Range(math.inf, math.inf)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """One weighted way a migration can end."""
@@ -90,6 +111,16 @@ class Outcome:
     outage_delay: Range
     error: FaultSpec | None = None
     precheck_error: FaultSpec | None = None
+    guest_reboot: bool = False
+    ssh_blackhole: Range | None = None    # None: none; FOREVER: for good
+
+    def draw_blackhole(self, rng: random.Random) -> float | None:
+        """Seconds the SSH blackhole lasts (``math.inf``: for good)."""
+        if self.ssh_blackhole is None:
+            return None
+        if self.ssh_blackhole is FOREVER:
+            return math.inf
+        return self.ssh_blackhole.draw(rng)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +141,9 @@ class MigrationPlan:
     outage: OutagePlan | None
     error: FaultSpec | None
     precheck_error: FaultSpec | None = None
+    guest_reboot: bool = False
+    #: seconds existing SSH connections go unanswered (``math.inf``: for good)
+    ssh_blackhole: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,14 +205,18 @@ class Profile:
         if outcome.precheck_error is not None:
             return MigrationPlan(precopy, pause, None, None,
                                  outcome.precheck_error)
-        if not outcome.kinds:
-            return MigrationPlan(precopy, pause, None, None)
-        kinds = sorted(outcome.kinds)
-        kind = rng.choices(kinds, weights=[outcome.kinds[k] for k in kinds])[0]
-        delay = outcome.outage_delay.draw(rng)
-        duration = outcome.outage.draw(rng) if outcome.outage else None
-        return MigrationPlan(precopy, pause,
-                             OutagePlan(kind, delay, duration), None)
+        outage = None
+        if outcome.kinds:
+            kinds = sorted(outcome.kinds)
+            kind = rng.choices(kinds,
+                               weights=[outcome.kinds[k] for k in kinds])[0]
+            delay = outcome.outage_delay.draw(rng)
+            duration = outcome.outage.draw(rng) if outcome.outage else None
+            outage = OutagePlan(kind, delay, duration)
+        # drawn last: profiles without these fields draw as they always did
+        return MigrationPlan(precopy, pause, outage, None,
+                             guest_reboot=outcome.guest_reboot,
+                             ssh_blackhole=outcome.draw_blackhole(rng))
 
 
 def available() -> list[str]:
@@ -196,6 +234,10 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
     for field in ("error", "precheck_error"):
         if data.get(field) is not None:
             spec = _fault_spec(data[field], f"{where}.{field}")
+            for key in ("guest_reboot", "ssh_blackhole_seconds"):
+                if key in data:
+                    raise ProfileError(f"{where}.{key}: a migration that "
+                                       f"fails has no switchover to do that at")
             return Outcome(float(weight), {}, None, Range(0, 0),
                            **{field: spec})
     kinds = data.get("kinds") or {}
@@ -221,9 +263,19 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
               else Range.parse(raw_outage, f"{where}.outage_seconds"))
     delay = Range.parse(data.get("outage_delay_seconds", 0),
                         f"{where}.outage_delay_seconds")
+    reboot = data.get("guest_reboot", False)
+    if not isinstance(reboot, bool):
+        raise ProfileError(f"{where}.guest_reboot: true or false, "
+                           f"got {reboot!r}")
+    blackhole = None
+    if "ssh_blackhole_seconds" in data:
+        raw = data["ssh_blackhole_seconds"]
+        blackhole = (FOREVER if raw is None else
+                     Range.parse(raw, f"{where}.ssh_blackhole_seconds"))
     return Outcome(float(weight),
                    {FaultKind(kind): w for kind, w in kinds.items()},
-                   outage, delay)
+                   outage, delay, guest_reboot=reboot,
+                   ssh_blackhole=blackhole)
 
 
 def _fault_spec(data: Any, where: str) -> FaultSpec:

@@ -8,28 +8,86 @@ runs ``uname`` and then ``/bin/sh`` with a script on stdin over one
 transport. Commands run in the guest (:mod:`.guests`); stdin is forwarded
 until EOF, output is streamed, and the exit status is sent after the last
 byte of output.
+
+At a live migration's switchover a profile may make the floating IP's move
+drop the packets of the guest's existing connections (``ssh_blackhole``):
+the gateway then neither reads nor writes them, without FIN or RST, for a
+while or for good, as a real network does, while new connections are
+served. A guest reboot closes them.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import socket
 import threading
+import time
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_FAILURE, MSG_CHANNEL_SUCCESS
 
+from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
+from rally_metadata_plugin.devcloud.profiles import MigrationPlan
 
 LOG = logging.getLogger(__name__)
 
 # after the command exits, how long to wait for output still in the pipes;
 # a detached child that kept stdout open must not hold the channel forever
 DRAIN_SECONDS = 1.0
+
+
+class _DroppableSocket(socket.socket):
+    """An accepted connection whose packets can be dropped for a while.
+
+    While dropped, ``recv`` and ``send`` wait instead of touching the
+    kernel socket (what the client sent stays unread, nothing is sent, no
+    FIN, no RST); they raise ``socket.timeout`` at the socket's timeout, as
+    a quiet network does, so paramiko keeps checking whether it was closed.
+    """
+
+    def __init__(self, conn: socket.socket) -> None:
+        super().__init__(conn.family, conn.type, conn.proto,
+                         fileno=conn.detach())
+        self._dropped_until = 0.0          # time.monotonic()
+        self._changed = threading.Condition()
+
+    def drop(self, seconds: float) -> None:
+        """Drop every packet for ``seconds`` (``math.inf``: for good)."""
+        with self._changed:
+            self._dropped_until = time.monotonic() + seconds
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        super().close()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wait_for_network(self) -> None:
+        timeout = self.gettimeout()
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                if now >= self._dropped_until:
+                    return
+                if now >= deadline:
+                    raise socket.timeout("timed out")
+                wait = min(self._dropped_until, deadline) - now
+                self._changed.wait(None if math.isinf(wait) else wait)
+
+    def recv(self, *args, **kwargs) -> bytes:
+        self._wait_for_network()
+        return super().recv(*args, **kwargs)
+
+    def send(self, *args, **kwargs) -> int:
+        self._wait_for_network()
+        return super().send(*args, **kwargs)
 
 
 class _Transport(paramiko.Transport):
@@ -120,7 +178,7 @@ class _Listener:
         self._sock.bind((address, port))
         self._sock.listen(16)
         self._stopped = threading.Event()
-        self._transports: set[paramiko.Transport] = set()
+        self._connections: dict[paramiko.Transport, _DroppableSocket] = {}
         self._lock = threading.Lock()
         threading.Thread(target=self._accept_loop, daemon=True,
                          name=f"ssh-{address}").start()
@@ -135,13 +193,14 @@ class _Listener:
                              name=f"ssh-conn-{self.address}").start()
 
     def _serve(self, conn: socket.socket) -> None:
-        transport = _Transport(conn)
+        sock = _DroppableSocket(conn)
+        transport = _Transport(sock)
         transport.add_server_key(self._gateway.host_key)
         with self._lock:
             if self._stopped.is_set():
                 transport.close()
                 return
-            self._transports.add(transport)
+            self._connections[transport] = sock
         try:
             transport.start_server(server=GuestSshServer(
                 self._gateway, self._server_id, self._authorized))
@@ -159,7 +218,24 @@ class _Listener:
         finally:
             transport.close()
             with self._lock:
-                self._transports.discard(transport)
+                self._connections.pop(transport, None)
+
+    def drop_connections(self, seconds: float) -> int:
+        """Drop the packets of every open connection for ``seconds``
+        (``math.inf``: for good); returns how many there were."""
+        with self._lock:
+            sockets = list(self._connections.values())
+        for sock in sockets:
+            sock.drop(seconds)
+        return len(sockets)
+
+    def close_connections(self) -> int:
+        """Close every open connection; returns how many there were."""
+        with self._lock:
+            transports = list(self._connections)
+        for transport in transports:
+            transport.close()
+        return len(transports)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -168,16 +244,15 @@ class _Listener:
         except OSError:
             pass
         self._sock.close()
-        with self._lock:
-            transports = list(self._transports)
-        for transport in transports:
-            transport.close()
+        self.close_connections()
 
 
 class SshGateway:
     """Keeps one SSH listener per (server, floating IP) as the model says.
 
-    Implements :class:`~.model.backend.CloudListener`.
+    Implements :class:`~.model.backend.CloudListener` and the migration
+    engine's :class:`~.migration_engine.SwitchoverEffect` (SSH blackhole,
+    connections of a rebooted guest).
     """
 
     def __init__(self, backend: CloudBackend, guests: GuestManager,
@@ -237,6 +312,26 @@ class SshGateway:
 
     def outage_added(self, outage) -> None:
         pass
+
+    def switched_over(self, server_id: str, plan: MigrationPlan) -> dict:
+        """Close the connections of a rebooted guest; else drop the packets
+        of the existing ones for the plan's ``ssh_blackhole``."""
+        with self._lock:
+            listeners = list(self._listeners.get(server_id, {}).values())
+        if plan.guest_reboot:
+            for listener in listeners:
+                listener.close_connections()
+            return {}
+        if plan.ssh_blackhole is None:
+            return {}
+        start = boottime.now()
+        dropped = sum(listener.drop_connections(plan.ssh_blackhole)
+                      for listener in listeners)
+        LOG.info("guest %s: %d SSH connections dropped for %s s", server_id,
+                 dropped, plan.ssh_blackhole)
+        end = (None if math.isinf(plan.ssh_blackhole)
+               else start + plan.ssh_blackhole)
+        return {"ssh_blackhole_start": start, "ssh_blackhole_end": end}
 
     def stop(self) -> None:
         with self._lock:

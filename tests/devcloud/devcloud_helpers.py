@@ -36,10 +36,12 @@ _ranges = itertools.count(20)
 def quick_profile(kind: FaultKind | None = FaultKind.REFUSED, *, outage=(1.5, 1.5),
                   pause=(0.05, 0.05), precopy=(0.2, 0.2),
                   error: str | None = None,
-                  precheck_error: str | None = None, **fields) -> Profile:
+                  precheck_error: str | None = None,
+                  outcome_fields: dict | None = None, **fields) -> Profile:
     """A profile with one deterministic outcome, for tests; ``fields`` are
-    further profile fields (``precheck_seconds``...)."""
-    outcome: dict = {"weight": 1}
+    further profile fields (``precheck_seconds``...), ``outcome_fields``
+    further fields of the outcome (``guest_reboot``...)."""
+    outcome: dict = {"weight": 1, **(outcome_fields or {})}
     if error:
         outcome["error"] = {"message": error, "code": 500}
     elif precheck_error:
@@ -225,3 +227,29 @@ def _ssh_ok(guest: Guest) -> bool:
         return guest.run("true", timeout=5)[0] == 0
     except (OSError, paramiko.SSHException):
         return False
+
+
+LOOP = "echo $$ > loop.pid\nwhile :; do echo tick >> ticks; sleep 0.05; done\n"
+
+
+def start_loop(guest: Guest) -> int:
+    """A detached process in the guest (as the meter is); returns its pid."""
+    status, _, _ = guest.run(
+        f"cat > loop.sh <<'EOF'\n{LOOP}EOF\n"
+        "setsid sh loop.sh </dev/null >/dev/null 2>&1 &\necho started")
+    assert status == 0
+    _, out, _ = guest.run("sleep 0.3; cat loop.pid")
+    return int(out.strip())
+
+
+def live_migrate(cloud: DevCloud, guest: Guest) -> dict:
+    """Live-migrate the guest's server; returns its completed truth record."""
+    index = 1 + sum(r["server_id"] == guest.server_id for r in cloud.truth())
+    admin = clients(cloud, "admin").nova("2.79")
+    admin.servers.live_migrate(guest.server_id, host=None,
+                               block_migration="auto")
+    return wait_for(lambda: next((r for r in cloud.truth()
+                                  if r["server_id"] == guest.server_id
+                                  and r["migration_index"] == index
+                                  and r["status"] == "completed"), None),
+                    timeout=20, what="completed migration")

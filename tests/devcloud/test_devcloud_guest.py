@@ -12,7 +12,8 @@ import paramiko
 import pytest
 from rally.utils import sshutils
 
-from devcloud_helpers import boot_guest, clients, quick_profile, run, wait_for
+from devcloud_helpers import (boot_guest, clients, quick_profile, run,
+                              start_loop, wait_for)
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.procfs import proc_state
 
@@ -89,24 +90,12 @@ def test_curl_reaches_this_servers_metadata(guest):
     assert "instance-id" in listing and "meta_data.json" in listing
 
 
-LOOP = "echo $$ > loop.pid\nwhile :; do echo tick >> ticks; sleep 0.05; done\n"
-
-
-def _start_loop(guest) -> int:
-    status, _, _ = guest.run(
-        f"cat > loop.sh <<'EOF'\n{LOOP}EOF\n"
-        "setsid sh loop.sh </dev/null >/dev/null 2>&1 &\necho started")
-    assert status == 0
-    _, out, _ = guest.run("sleep 0.3; cat loop.pid")
-    return int(out.strip())
-
-
 def test_detached_loop_survives_freezes_and_dies_with_server(
         devcloud_factory):
     cloud = devcloud_factory(profile=quick_profile(
         FaultKind.HTTP_500, pause=(1.5, 1.5), outage=(0.2, 0.2)))
     guest = boot_guest(cloud, name="loop-vm")
-    pid = _start_loop(guest)
+    pid = start_loop(guest)
     # the SSH channels that started it are closed: it still runs
     assert proc_state(pid) in ("S", "R")
     ticks = guest.run("wc -l < ticks")[1]
