@@ -331,7 +331,8 @@ class SshGateway:
                  dropped, plan.ssh_blackhole)
         end = (None if math.isinf(plan.ssh_blackhole)
                else start + plan.ssh_blackhole)
-        return {"ssh_blackhole_start": start, "ssh_blackhole_end": end}
+        return {"ssh_blackhole_start": start, "ssh_blackhole_end": end,
+                "ssh_blackhole_connections": dropped}
 
     def stop(self) -> None:
         with self._lock:

@@ -79,6 +79,7 @@ def test_ssh_blackhole_holds_existing_connections_then_lets_them_go_on(devcloud_
     record = live_migrate(cloud, guest)
 
     assert record["ssh_blackhole_end"] - record["ssh_blackhole_start"] == pytest.approx(2.5)
+    assert record["ssh_blackhole_connections"] == 1
     assert record["pause_start"] <= record["ssh_blackhole_start"] <= record["pause_end"]
     assert record["guest_reboot_at"] is None
     channel.sendall(b"during\n")         # the client's kernel takes it ...

@@ -312,6 +312,50 @@ def test_server_in_error_fails_the_iteration_with_novas_fault(tmp_path):
     assert_nothing_left_behind(out)
 
 
+#: Long enough that a controller waiting it out is plain to see.
+LONG_RECOVERY = '"recovery_timeout": 60'
+
+
+def test_guest_reboot_fails_the_iteration_fast_saying_the_meter_is_gone(tmp_path):
+    """The guest reboots at the switchover and the meter dies with it: the
+    iteration fails at once saying so, never as metadata that did not
+    recover within the recovery timeout."""
+    out = tmp_path / "guest-reboot"
+    result = run_main_command(out, "--profile", "guest-reboot", "--seed", "1", "--task-args",
+                              f'{{"times": 1, "migrations": 2, {LONG_RECOVERY}}}')
+    # A failed iteration fails the failure_rate SLA: rally task start exits 2.
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    (record,) = truth_by_migration(out).values()
+    assert record["guest_reboot_at"] is not None and record["guest_processes_killed"] > 0
+    (iteration,) = workload(out)["data"]
+    kind, message = iteration["error"][:2]
+    assert kind != "MetadataNotRecovered" and "did not recover" not in message, message
+    text = message.lower()
+    assert "meter" in text and any(word in text for word in (
+        "gone", "not running", "killed", "died")), message
+    assert iteration["duration"] < 20, iteration["duration"]  # well under 60 s
+    assert_nothing_left_behind(out)
+
+
+def test_ssh_dropped_at_the_switchover_costs_a_reconnect_not_the_recovery_timeout(tmp_path):
+    """The floating IP moves and the controller's SSH connection goes silent
+    for good: it gives up on it quickly, reconnects, and measures as usual."""
+    out = tmp_path / "ssh-drop"
+    result = run_main_command(out, "--profile", "ssh-drop", "--seed", "3", "--task-args",
+                              f'{{"times": 2, "migrations": 2, {LONG_RECOVERY}}}')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    load = workload(out)
+    assert load["failed_iteration_count"] == 0
+    records = truth_by_migration(out).values()
+    # the premise: every switchover silenced the connection the meter was read on
+    assert all(r["ssh_blackhole_connections"] >= 1 and r["ssh_blackhole_end"] is None
+               for r in records), records
+    assert all(it["duration"] < 30 for it in load["data"]), [
+        it["duration"] for it in load["data"]]
+    assert_measurements_match_truth(out, expected_count=4)
+    assert_nothing_left_behind(out)
+
+
 def test_unknown_profile_is_a_clear_error(tmp_path):
     result = run_main_command(tmp_path / "bad", "--profile", "no-such-profile", timeout=120)
     assert result.returncode != 0
