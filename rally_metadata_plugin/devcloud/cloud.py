@@ -109,7 +109,8 @@ class DevCloud:
         self.metadata = MetadataService(self.backend, self._timers,
                                         config.hang_limit)
         self.guests = GuestManager(self.backend, state / "guests",
-                                   self.metadata.url, config.ssh_user)
+                                   self.metadata.url, config.ssh_user,
+                                   config.busybox)
         self.ssh = SshGateway(self.backend, self.guests,
                               keys.generate_host_key(), config.ssh_port,
                               config.ssh_user)

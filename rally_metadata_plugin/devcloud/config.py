@@ -55,6 +55,8 @@ class DevCloudConfig:
     :param conformance_log: check every Nova response against tempest's
         schemas and append the verdicts to this JSON-lines file (needs the
         ``test`` extra); $RMP_DEVCLOUD_CONFORMANCE when None.
+    :param busybox: the busybox binary whose ``sh`` the guests run (None:
+        ``busybox`` on PATH; /bin/sh when there is none).
     """
 
     state_dir: Path
@@ -75,6 +77,7 @@ class DevCloudConfig:
     disabled_hosts: tuple[str, ...] = ()
     down_hosts: tuple[str, ...] = ()
     conformance_log: Path | None = None
+    busybox: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

@@ -1,18 +1,29 @@
 """Guests: the "VMs" of the devcloud are process trees on this machine.
 
-Each ACTIVE server gets a home directory, a ``bin`` directory with a
-``hostname`` shim, and an environment in which a real POSIX shell runs the
-commands that arrive over SSH (see :mod:`.ssh`). Every process of a guest
-carries ``DEVCLOUD_GUEST=<server uuid>`` in its environment; descendants
-inherit it, so the guest's processes, detached ones included, are found by
-scanning ``/proc/*/environ``. That is how a switchover pause really freezes
-the guest (SIGSTOP ... SIGCONT), how a reboot (a profile's ``guest_reboot``)
-and deletion really kill it. No root needed: a user can read its own
-processes' environments.
+Each ACTIVE server gets a home directory and an environment in which a real
+POSIX shell (busybox ``sh``) runs the commands that arrive over SSH (see
+:mod:`.ssh`). Every process of a guest carries ``DEVCLOUD_GUEST=<server
+uuid>`` in its environment; descendants inherit it, so the guest's
+processes, detached ones included, are found by scanning
+``/proc/*/environ``. That is how a switchover pause really freezes the guest
+(SIGSTOP ... SIGCONT), how a reboot (a profile's ``guest_reboot``) and
+deletion really kill it. No root needed: a user can read its own processes'
+environments.
+
+The guest's hostname is the server's: each command starts in a UTS
+namespace of its own named after the server (:class:`Naming`), so
+``/proc/sys/kernel/hostname`` (what the meter reads), ``hostname`` and
+``uname -n`` all agree, whichever ``hostname`` the shell runs. That takes
+root, or unprivileged user namespaces; without either, a ``hostname`` script
+first in ``PATH`` stands in, which a busybox that runs its applets before
+``PATH`` (Debian's ``busybox-static``) bypasses: the devcloud says so in its
+log.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -24,6 +35,8 @@ from pathlib import Path
 from typing import Callable
 
 from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud.busybox import (runs_applets_first,
+                                                    shell_argv)
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive, pids,
@@ -35,11 +48,87 @@ LOG = logging.getLogger(__name__)
 TAG = "DEVCLOUD_GUEST"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+#: Run by the guest's shell in the command's new UTS namespace: name it
+#: ($0), then become the command ("$@"). Root may write the name; in a user
+#: namespace only sethostname(2) may (``hostname``, with the kept caps).
+_NAME_AND_EXEC = ('{ printf %s "$0" >/proc/sys/kernel/hostname || '
+                  'hostname "$0"; } 2>/dev/null; exec "$@"')
 
-def shell_argv() -> list[str]:
-    """``busybox sh`` when available (what CirrOS runs), else /bin/sh."""
-    busybox = shutil.which("busybox")
-    return [busybox, "sh"] if busybox else ["/bin/sh"]
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+    """How a guest's commands get the guest's hostname.
+
+    ``prefix`` (``unshare`` with its options) starts each command in a new
+    UTS namespace named by :data:`_NAME_AND_EXEC`; empty when this machine
+    allows no such namespace, and then ``shim`` says that a ``hostname``
+    script in the guest's ``PATH`` stands in (``shim_bypassed``: this
+    shell runs its own ``hostname`` applet instead).
+    """
+
+    prefix: tuple[str, ...]
+    shell: tuple[str, ...]
+    shim_bypassed: bool = False
+
+    @property
+    def shim(self) -> bool:
+        return not self.prefix
+
+    def argv(self, hostname: str, command: str) -> list[str]:
+        run = [*self.shell, "-c", command]
+        if not self.prefix:
+            return run
+        return [*self.prefix, *self.shell, "-c", _NAME_AND_EXEC, hostname,
+                *run]
+
+    @classmethod
+    def detect(cls, shell: tuple[str, ...]) -> "Naming":
+        """The first way that really names a probe command (see
+        :func:`naming_for`, which asks once)."""
+        unshare = shutil.which("unshare")
+        candidates = []
+        if unshare and os.geteuid() == 0:
+            candidates.append((unshare, "--uts"))
+        if unshare:
+            candidates.append((unshare, "--user", "--map-current-user",
+                               "--keep-caps", "--uts"))
+        for prefix in candidates:
+            naming = cls(prefix, shell)
+            if _prints(naming.argv("devcloud-probe",
+                                   "cat /proc/sys/kernel/hostname"),
+                       {"PATH": SYSTEM_PATH}) == "devcloud-probe":
+                return naming
+        bypassed = runs_applets_first(shell)
+        if bypassed:
+            LOG.warning(
+                "guests cannot have hostnames of their own here: no UTS "
+                "namespace (not root, no user namespaces), and %s runs its "
+                "own applets before PATH (a static build such as Debian's "
+                "busybox-static), so the guests' hostname shim is bypassed: "
+                "`hostname` in a guest prints this machine's name",
+                " ".join(shell))
+        else:
+            LOG.warning("guests cannot have hostnames of their own here (not "
+                        "root, no user namespaces): a `hostname` script in "
+                        "PATH stands in; /proc/sys/kernel/hostname is this "
+                        "machine's")
+        return cls((), shell, shim_bypassed=bypassed)
+
+
+@functools.lru_cache(maxsize=None)
+def naming_for(shell: tuple[str, ...]) -> Naming:
+    """:meth:`Naming.detect`, once per shell and process."""
+    return Naming.detect(shell)
+
+
+def _prints(argv: list[str], env: dict[str, str]) -> str | None:
+    """What ``argv`` prints (stripped), None if it fails."""
+    try:
+        result = subprocess.run(argv, env=env, capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def tagged_processes(server_id: str) -> list[int]:
@@ -79,18 +168,23 @@ class Guest:
     """The runtime of one server: directories, environment, process tree."""
 
     def __init__(self, server: Server, root: Path, metadata_url: str,
-                 user: str) -> None:
+                 user: str, naming: Naming) -> None:
         self.server_id = server.id
         self.hostname = server.hostname
         self.home = root / server.id
-        self.bin_dir = self.home / ".devcloud-bin"
-        self.bin_dir.mkdir(parents=True, exist_ok=True)
-        shim = self.bin_dir / "hostname"
-        # printf, not echo: a hostname never needs escapes, but be exact
-        shim.write_text(f"#!/bin/sh\nprintf '%s\\n' '{self.hostname}'\n")
-        shim.chmod(0o755)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._naming = naming
+        path = SYSTEM_PATH
+        if naming.shim:
+            bin_dir = self.home / ".devcloud-bin"
+            bin_dir.mkdir(exist_ok=True)
+            shim = bin_dir / "hostname"
+            # printf, not echo: a hostname never needs escapes, but be exact
+            shim.write_text(f"#!/bin/sh\nprintf '%s\\n' '{self.hostname}'\n")
+            shim.chmod(0o755)
+            path = f"{bin_dir}:{path}"
         self.env = {
-            "PATH": f"{self.bin_dir}:{SYSTEM_PATH}",
+            "PATH": path,
             "HOME": str(self.home),
             "PWD": str(self.home),
             "USER": user,
@@ -115,7 +209,8 @@ class Guest:
         """
         self._running.wait()
         proc = subprocess.Popen(
-            shell_argv() + ["-c", command], cwd=self.home, env=self.env,
+            self._naming.argv(self.hostname, command), cwd=self.home,
+            env=self.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, bufsize=0,
             # a session of its own: a Ctrl-C on the devcloud's terminal must
@@ -190,14 +285,18 @@ class GuestManager:
     :class:`~.migration_engine.SwitchoverEffect` (the guest reboot).
 
     :param metadata_url: gives the (stable) metadata endpoint of a server.
+    :param busybox: the busybox build whose ``sh`` guests run (None: the
+        one on PATH).
     """
 
     def __init__(self, backend: CloudBackend, root: Path,
-                 metadata_url: Callable[[str], str], user: str) -> None:
+                 metadata_url: Callable[[str], str], user: str,
+                 busybox: str | None = None) -> None:
         self._backend = backend
         self._root = root
         self._metadata_url = metadata_url
         self._user = user
+        self.naming = naming_for(tuple(shell_argv(busybox)))
         self._guests: dict[str, Guest] = {}
         self._lock = threading.Lock()
 
@@ -211,7 +310,7 @@ class GuestManager:
             if server is None or server.status == "BUILD":
                 return None
             guest = Guest(server, self._root, self._metadata_url(server.id),
-                          self._user)
+                          self._user, self.naming)
             self._guests[server_id] = guest
             return guest
 

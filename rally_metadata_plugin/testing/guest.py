@@ -5,6 +5,14 @@ CirrOS has busybox ash and busybox applets (``wget``, ``sleep``, ``timeout``,
 emulates that with a private ``bin`` directory of symlinks to busybox that is
 the *only* entry of ``PATH`` (:func:`make_guest_bin`); ``sh`` points at
 busybox or at dash, and ``curl``/``wget`` are present only when asked for.
+
+Two busybox builds (:data:`SHELLS`): ``busybox``, the one on ``PATH``, and
+``busybox-static``, Debian's static build, which runs its own applets before
+``PATH`` (see :mod:`rally_metadata_plugin.devcloud.busybox`): with it as
+``sh`` a guest has every applet whatever its ``bin`` holds
+(:func:`runs_applets_first`).  Its package conflicts with ``busybox``, so it
+is never installed: ``tools/fetch-busybox-static`` extracts it into
+:data:`STATIC_BUSYBOX_DIR` (``.ci/run`` does that).
 It drives the meter with the very shell commands the Rally scenario sends
 over SSH (:mod:`rally_metadata_plugin.core.probe_script`), optionally inside
 a :class:`~.netns.NetNS`.
@@ -30,12 +38,26 @@ from typing import Optional, Sequence
 
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
+from rally_metadata_plugin.devcloud import busybox
 from rally_metadata_plugin.devcloud.procfs import group_members
 from rally_metadata_plugin.testing.netns import NetNS
 
 BUSYBOX = shutil.which("busybox")
 DASH = shutil.which("dash")
 CURL = shutil.which("curl")
+
+#: Where ``tools/fetch-busybox-static`` extracts Debian's busybox-static
+#: package ($RMP_BUSYBOX_STATIC_DIR overrides it, as for that script).
+STATIC_BUSYBOX_DIR = pathlib.Path(
+    os.environ.get("RMP_BUSYBOX_STATIC_DIR")
+    or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    / "rally-metadata-plugin" / "busybox-static")
+
+#: The busybox on PATH, and Debian's static busybox.
+BUSYBOX_BUILDS = ("busybox", "busybox-static")
+#: A guest's ``sh``: a busybox build, or dash (with the applets of the
+#: busybox on PATH).
+SHELLS = (*BUSYBOX_BUILDS, "dash")
 
 #: Applets a CirrOS guest has (all busybox); ``sh`` is added separately.
 APPLETS = (
@@ -47,30 +69,54 @@ APPLETS = (
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def static_busybox() -> Optional[str]:
+    """Debian's static busybox, if ``tools/fetch-busybox-static`` fetched it."""
+    binary = STATIC_BUSYBOX_DIR / "bin" / "busybox"
+    return str(binary) if os.access(binary, os.X_OK) else None
+
+
+def busybox_binary(shell: str) -> Optional[str]:
+    """The busybox whose applets a guest with this ``sh`` (or the busybox
+    build of this name) has; None: not here."""
+    return static_busybox() if shell == "busybox-static" else BUSYBOX
+
+
 def shell_unavailable(shell: str) -> Optional[str]:
     """Why a guest with this ``sh`` cannot be built here (None: it can)."""
     if BUSYBOX is None:
         return "busybox is not installed (needed for the CirrOS applets)"
     if shell == "dash" and DASH is None:
         return "dash is not installed"
+    if shell == "busybox-static" and static_busybox() is None:
+        return (f"Debian's static busybox is not in {STATIC_BUSYBOX_DIR}: run "
+                f"tools/fetch-busybox-static (.ci/run does)")
     return None
+
+
+def runs_applets_first(shell: str) -> bool:
+    """Whether a guest with this ``sh`` runs busybox applets before its
+    ``PATH``, so that it has ``wget`` and every other applet whatever its
+    ``bin`` holds."""
+    return shell != "dash" and busybox.runs_applets_first((busybox_binary(shell), "sh"))
 
 
 def make_guest_bin(directory: pathlib.Path, shell: str = "busybox",
                    tools: Sequence[str] = ("wget",)) -> pathlib.Path:
     """A bin directory for a CirrOS-like guest: busybox applets, ``sh``, HTTP tools.
 
-    ``shell`` is ``busybox`` (ash) or ``dash``; ``tools`` any of ``wget``
-    (busybox) and ``curl`` (the real one; CirrOS ships curl).
+    ``shell`` is one of :data:`SHELLS`; ``tools`` any of ``wget`` (busybox's)
+    and ``curl`` (the real one; CirrOS ships curl).
     """
-    if BUSYBOX is None:
-        raise RuntimeError("busybox is not installed")
+    box = busybox_binary(shell)
+    if box is None:
+        raise RuntimeError(shell_unavailable(shell))
     directory.mkdir(parents=True, exist_ok=True)
     for applet in APPLETS:
-        (directory / applet).symlink_to(BUSYBOX)
-    _link(directory / "sh", shell, {"busybox": BUSYBOX, "dash": DASH}, "shell")
+        (directory / applet).symlink_to(box)
+    _link(directory / "sh", shell, {"busybox": box, "busybox-static": box, "dash": DASH},
+          "shell")
     for tool in tools:
-        _link(directory / tool, tool, {"wget": BUSYBOX, "curl": CURL}, "HTTP tool")
+        _link(directory / tool, tool, {"wget": box, "curl": CURL}, "HTTP tool")
     return directory
 
 

@@ -1,26 +1,49 @@
-"""Guests: real SSH servers on floating IPs running a real shell."""
+"""Guests: real SSH servers on floating IPs running a real shell, with
+either busybox build (the one on PATH; Debian's static one, which runs its
+applets before PATH)."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import shutil
 import socket
+import subprocess
 import time
 
 import paramiko
 import pytest
 from rally.utils import sshutils
 
-from devcloud_helpers import (boot_guest, clients, quick_profile, run,
-                              start_loop, wait_for)
+from devcloud_helpers import (boot_guest, clients, make_config, quick_profile,
+                              run, start_loop, wait_for)
+from prerequisites import require
 from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.devcloud import guests
+from rally_metadata_plugin.devcloud.cloud import DevCloud
 from rally_metadata_plugin.devcloud.procfs import proc_state
+from rally_metadata_plugin.testing.guest import (BUSYBOX_BUILDS,
+                                                 busybox_binary,
+                                                 shell_unavailable)
 
 
-@pytest.fixture(scope="module")
-def guest(devcloud):
-    return boot_guest(devcloud, name="guest-vm")
+def busybox_build(build: str) -> str:
+    """The binary of a busybox build (skip, or fail in CI, without it)."""
+    require(busybox_binary(build) is not None, shell_unavailable(build))
+    return busybox_binary(build)
+
+
+@pytest.fixture(scope="module", params=BUSYBOX_BUILDS)
+def guest(request, tmp_path_factory):
+    """A guest of a devcloud whose guests run this busybox build."""
+    cloud = DevCloud(make_config(
+        tmp_path_factory.mktemp("devcloud"),
+        busybox=busybox_build(request.param),
+        profile=quick_profile(FaultKind.REFUSED, outage=(0.3, 0.3))))
+    with cloud:
+        yield boot_guest(cloud, name="guest-vm")
 
 
 def test_key_auth_and_wrong_key_rejected(guest):
@@ -42,9 +65,10 @@ def test_two_channels_one_transport_stdin_and_exit_status(guest):
         assert (status, err) == (5, "oops\n")
 
 
-def test_rally_sshutils_against_the_guest(guest, devcloud):
-    ssh = sshutils.SSH(devcloud.config.ssh_user, guest.address,
-                       port=devcloud.config.ssh_port, pkey=guest.private_key)
+def test_rally_sshutils_against_the_guest(guest):
+    config = guest.cloud.config
+    ssh = sshutils.SSH(config.ssh_user, guest.address,
+                       port=config.ssh_port, pkey=guest.private_key)
     started = time.monotonic()
     ssh.wait(timeout=10, interval=0.2)          # exec "uname", no stdin
     status, out, err = ssh.execute("/bin/sh",
@@ -55,7 +79,18 @@ def test_rally_sshutils_against_the_guest(guest, devcloud):
     ssh.close()
 
 
+def require_own_hostnames(guest, every_way: bool = False) -> None:
+    """Guests have the server's hostname: a UTS namespace, or else (not for
+    ``every_way``) a hostname shim their busybox does not bypass."""
+    naming = guest.cloud.guests.naming
+    require(not (naming.shim and (every_way or naming.shim_bypassed)),
+            "no UTS namespace for guests here (needs root or user namespaces)"
+            + (", and this busybox bypasses the hostname shim"
+               if naming.shim_bypassed else ""))
+
+
 def test_guest_environment(guest):
+    require_own_hostnames(guest)
     status, out, _ = guest.run(
         "echo $HOSTNAME; hostname; pwd; echo $HOME; "
         "echo ${http_proxy}; echo no_proxy=${no_proxy}${NO_PROXY}; "
@@ -66,6 +101,60 @@ def test_guest_environment(guest):
     assert lines[4].startswith("http://127.0.0.1:")
     assert lines[5] == "no_proxy="
     assert lines[6] == guest.server_id
+
+
+def test_every_way_to_read_the_hostname_says_the_servers(guest):
+    """What the meter reads first (/proc/sys/kernel/hostname), the shell's
+    ``hostname`` (an applet or not) and uname agree, also in a detached
+    process."""
+    require_own_hostnames(guest, every_way=True)
+    command = ("cat /proc/sys/kernel/hostname; hostname; uname -n; "
+               "busybox hostname; sh -c 'setsid sh -c hostname' | cat")
+    status, out, _ = guest.run(command)
+    assert (status, out.split()) == (0, ["guest-vm"] * 5)
+    assert os.uname().nodename != "guest-vm"
+
+
+def test_without_uts_namespaces_a_shim_stands_in_or_the_log_says_why(
+        monkeypatch, caplog):
+    """No ``unshare`` (or no right to use it): the ``hostname`` shim, which
+    a busybox that runs its applets first bypasses, and the log says so."""
+    monkeypatch.setattr(guests.shutil, "which",
+                        lambda name, *a, **k: None if name == "unshare"
+                        else shutil.which(name, *a, **k))
+    for build in BUSYBOX_BUILDS:
+        shell = (busybox_build(build), "sh")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=guests.LOG.name):
+            naming = guests.Naming.detect(shell)
+        assert naming.shim and naming.argv("x", "true") == [*shell, "-c", "true"]
+        static = subprocess.run([*shell, "-c", "command -v wget"],
+                                env={"PATH": "/nonexistent"}).returncode == 0
+        assert naming.shim_bypassed is static
+        assert ("busybox-static" in caplog.text) is static, caplog.text
+
+
+def test_unprivileged_guests_are_named_in_a_user_namespace():
+    """Not root: ``unshare --user --keep-caps`` lets ``hostname`` name it."""
+    setpriv = shutil.which("setpriv")
+    require(os.geteuid() == 0 and setpriv is not None,
+            "needs root and util-linux setpriv to run as another user")
+    shell = ("/bin/sh",)          # one that any user may run
+    naming = guests.Naming((shutil.which("unshare"), "--user",
+                            "--map-current-user", "--keep-caps", "--uts"),
+                           shell)
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*as_nobody, "unshare", "--user", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel gives unprivileged users no user "
+                    f"namespaces: {probe.stderr.decode().strip()}")
+    result = subprocess.run(
+        [*as_nobody, *naming.argv("named-vm", "cat /proc/sys/kernel/hostname; "
+                                              "hostname; id -u")],
+        capture_output=True, text=True, cwd="/",
+        env={"PATH": guests.SYSTEM_PATH})
+    assert result.stdout.split() == ["named-vm", "named-vm", "65534"], result
 
 
 def test_curl_reaches_this_servers_metadata(guest):

@@ -26,12 +26,11 @@ from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core.faults import EXPECTED_REASONS, FaultKind
 from rally_metadata_plugin.core.probe_script import METADATA_HOST
 from rally_metadata_plugin.devcloud import boottime
-from rally_metadata_plugin.testing.guest import wait_group_gone
+from rally_metadata_plugin.testing.guest import SHELLS, wait_group_gone
 from rally_metadata_plugin.testing.metadata_server import match_outages, run_schedule
 
 TOLERANCE = 0.05
 
-SHELLS = ["busybox", "dash"]
 TOOLS = ["wget", "curl"]
 
 #: (healthy seconds before, kind, outage seconds)
@@ -124,6 +123,7 @@ ONGOING_CASES = [
     ("busybox", "wget", FaultKind.DROP, "read"),
     ("dash", "wget", FaultKind.REFUSED, "stop"),
     ("busybox", "curl", FaultKind.HTTP_500, "stop"),
+    ("busybox-static", "wget", FaultKind.HANG, "stop"),
 ]
 
 

@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from functional_helpers import require
+from functional_helpers import require, skip_where_applets_come_first
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import probe_script as script
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.procfs import group_members, proc_stat
-from rally_metadata_plugin.testing.guest import wait_group_gone
+from rally_metadata_plugin.testing.guest import BUSYBOX_BUILDS, SHELLS, wait_group_gone
 from rally_metadata_plugin.testing.netns import is_root
 
-SHELLS = ["busybox", "dash"]
+ALWAYS_WGET = "the guest always has busybox wget, whatever its bin directory holds"
 
 
 def _proc_field(pid, index):
@@ -127,6 +127,7 @@ def test_fast_mode_changes_the_period(make_server, make_guest, expect_text, shel
 @pytest.mark.parametrize("shell", SHELLS)
 def test_no_http_client_is_fatal(make_guest, shell):
     guest = make_guest(shell, tools=())
+    skip_where_applets_come_first(shell, "a guest without an HTTP client", ALWAYS_WGET)
     for name in ("wget", "curl"):
         assert shutil.which(name, path=guest.env["PATH"]) is None
     settings = guest.settings(expect="x", url="http://127.0.0.1:9/")
@@ -148,10 +149,13 @@ def test_requested_tool_missing_is_fatal(make_guest, shell):
 
 
 @pytest.mark.parametrize("tools,chosen", [(("wget", "curl"), "wget"), (("curl",), "curl")])
-def test_auto_prefers_busybox_wget_then_curl(make_server, make_guest, expect_text, tools,
-                                             chosen):
+@pytest.mark.parametrize("shell", BUSYBOX_BUILDS)
+def test_auto_prefers_busybox_wget_then_curl(make_server, make_guest, expect_text, shell,
+                                             tools, chosen):
     server = make_server(expect_text + "\n")
-    guest = make_guest("busybox", tools)
+    guest = make_guest(shell, tools)
+    if "wget" not in tools:
+        skip_where_applets_come_first(shell, "a guest with curl but no wget", ALWAYS_WGET)
     settings = guest.settings(url=server.url(), expect=expect_text, duration=1)
     result = guest.run_foreground(settings, timeout=10)
     assert result.returncode == 0, result
