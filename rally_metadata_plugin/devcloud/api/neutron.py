@@ -95,7 +95,8 @@ def subnet_view(backend: CloudBackend, s: Subnet) -> dict:
             "allocation_pools": [{"start": pool.start, "end": pool.end}
                                  for pool in s.allocation_pools],
             "enable_dhcp": s.enable_dhcp, "host_routes": [],
-            "ipv6_ra_mode": None, "ipv6_address_mode": None,
+            "ipv6_ra_mode": s.ipv6_ra_mode,
+            "ipv6_address_mode": s.ipv6_address_mode,
             "subnetpool_id": None, "description": s.description,
             **_stamps(s)}
 
@@ -204,7 +205,9 @@ def create_subnet(backend: CloudBackend, caller: Caller,
         project_id=_project(body),
         dns_nameservers=list(body.get("dns_nameservers") or []),
         enable_dhcp=bool(body.get("enable_dhcp", True)),
-        description=body.get("description", ""))
+        description=body.get("description", ""),
+        ipv6_address_mode=body.get("ipv6_address_mode"),
+        ipv6_ra_mode=body.get("ipv6_ra_mode"))
 
 
 def create_port(backend: CloudBackend, caller: Caller, body: dict) -> Port:

@@ -218,8 +218,8 @@ class L3Backend:
             if not found:
                 raise exc.RouterInterfaceNotFound(port_id or subnet_id or "")
             port = found[0]
-            if any(f.router_id == router_id and f.port_id and (
-                    port.subnet_ids & network.find_port(f.port_id).subnet_ids)
+            if any(f.router_id == router_id and f.port_id
+                   and self._fixed_subnet(f) in port.subnet_ids
                    for f in self.floatingips.values()):
                 raise exc.RouterInterfaceInUseByFloatingIP(router_id)
             network.remove_port(port)
@@ -287,22 +287,16 @@ class L3Backend:
     def _associate(self, caller: Caller, fip: FloatingIP, port_id: str,
                    fixed_ip: str | None) -> None:
         port = self._cloud.network.get_port(caller, port_id)
-        addresses = [ip.ip_address for ip in port.fixed_ips]
-        if not addresses:
-            raise exc.NeutronBadRequest(f"Port {port.id} does not have any "
-                                        f"fixed IP address")
-        if fixed_ip and fixed_ip not in addresses:
-            raise exc.NeutronBadRequest(
-                f"Port {port.id} does not have fixed ip {fixed_ip}")
-        fixed_ip = fixed_ip or addresses[0]
+        internal = _internal_address(port, fixed_ip)
+        fixed_ip = internal.ip_address
         if any(f.port_id == port.id and f.fixed_ip_address == fixed_ip
                and f.id != fip.id for f in self.floatingips.values()):
             raise exc.FloatingIPPortAlreadyAssociated(fip.address, port.id,
                                                       fixed_ip)
-        router = self._router_towards(fip.network_id, port)
+        router = self._router_towards(fip.network_id, internal.subnet_id)
         if router is None:
             raise exc.ExternalGatewayForFloatingIPNotFound(
-                fip.network_id, port.fixed_ips[0].subnet_id, port.id)
+                fip.network_id, internal.subnet_id, port.id)
         fip.port_id, fip.fixed_ip_address, fip.router_id = (
             port.id, fixed_ip, router.id)
         self._notify_server_of(port)
@@ -318,13 +312,45 @@ class L3Backend:
         if server is not None:
             self._cloud.server_changed(server)
 
-    def _router_towards(self, external_id: str, port: Port) -> Router | None:
+    def _fixed_subnet(self, fip: FloatingIP) -> str | None:
+        """The subnet of the fixed address a floating IP is associated to."""
+        port = self._cloud.network.find_port(fip.port_id)
+        return next((ip.subnet_id for ip in port.fixed_ips
+                     if ip.ip_address == fip.fixed_ip_address), None)
+
+    def _router_towards(self, external_id: str,
+                        subnet_id: str) -> Router | None:
         """A router with a gateway on the external network and an interface
-        on one of the port's subnets, as neutron requires."""
+        on the subnet, as neutron requires."""
         for router in self.routers.values():
             if router.gateway_network_id != external_id:
                 continue
             for interface in self._cloud.network.router_interfaces(router.id):
-                if port.subnet_ids & interface.subnet_ids:
+                if subnet_id in interface.subnet_ids:
                     return router
         return None
+
+
+def _internal_address(port: Port, fixed_ip: str | None) -> FixedIP:
+    """The port's IPv4 address a floating IP is for, by neutron's rules:
+    the one asked for, else the only one."""
+    if fixed_ip:
+        if ":" in fixed_ip:
+            raise exc.NeutronBadRequest(
+                f"Cannot process floating IP association with {fixed_ip}, "
+                f"since that is not an IPv4 address")
+        found = [ip for ip in port.fixed_ips if ip.ip_address == fixed_ip]
+        if not found:
+            raise exc.NeutronBadRequest(
+                f"Port {port.id} does not have fixed ip {fixed_ip}")
+        return found[0]
+    ipv4 = [ip for ip in port.fixed_ips if ":" not in ip.ip_address]
+    if not ipv4:
+        raise exc.NeutronBadRequest(f"Cannot add floating IP to port "
+                                    f"{port.id} that has no fixed IPv4 "
+                                    f"addresses")
+    if len(ipv4) > 1:
+        raise exc.NeutronBadRequest(
+            f"Port {port.id} has multiple fixed IPv4 addresses.  Must provide "
+            f"a specific IPv4 address when assigning a floating IP")
+    return ipv4[0]

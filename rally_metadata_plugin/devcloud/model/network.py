@@ -5,6 +5,12 @@ own, admins see all, and everyone sees shared and external networks. The
 seeded ``public`` network is external: floating IPs and router gateways are
 allocated from its subnet (:mod:`.l3`). Ports are created by users, for
 servers (:mod:`.server_ports`) and for router interfaces (:mod:`.l3`).
+
+Subnets are IPv4 or IPv6 (rally's network context makes one of each with
+``dualstack: true``). As in neutron, a port on a network gets one address
+from an IPv4 subnet, one from a stateful IPv6 subnet (``ipv6_address_mode``
+``dhcpv6-stateful`` or unset), and on every SLAAC or DHCPv6-stateless subnet
+the EUI-64 address its MAC makes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ if TYPE_CHECKING:
 
 PUBLIC_NETWORK = "public"
 ROUTER_INTERFACE = "network:router_interface"
+#: neutron's IPv6 modes; SLAAC and DHCPv6-stateless derive addresses from
+#: the MAC (EUI-64) instead of allocating them
+IPV6_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
+AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
 
 
 @dataclasses.dataclass
@@ -63,18 +73,40 @@ class Subnet:
     used: set[str] = dataclasses.field(default_factory=set)
     created_at: str = ""
     description: str = ""
+    ipv6_address_mode: str | None = None
+    ipv6_ra_mode: str | None = None
+
+    @property
+    def auto_address(self) -> bool:
+        """Addresses come from the MAC (SLAAC, DHCPv6-stateless)."""
+        return self.ipv6_address_mode in AUTO_ADDRESS_MODES
 
     @property
     def allocation_pools(self) -> list[AddressRange]:
-        hosts = list(ipaddress.ip_network(self.cidr).hosts())
-        if self.gateway_ip and len(hosts) > 1:
-            hosts = [h for h in hosts if str(h) != self.gateway_ip]
-        if not hosts:
-            return []
-        return [AddressRange(str(hosts[0]), str(hosts[-1]))]
+        """Every host address but the gateway's, as neutron's default
+        pools (IPv4 without network and broadcast addresses, IPv6 without
+        the subnet-router anycast address); computed, as a /64 is far too
+        big to list."""
+        network = ipaddress.ip_network(self.cidr)
+        if network.num_addresses == 1:
+            return [AddressRange(str(network[0]), str(network[0]))]
+        first = network[1]
+        last = network[-1] if network.version == 6 else network[-2]
+        if network.version == 4 and network.num_addresses == 2:
+            first, last = network[0], network[1]       # a /31
+        gateway = (ipaddress.ip_address(self.gateway_ip)
+                   if self.gateway_ip else None)
+        if gateway is None or not first <= gateway <= last or first == last:
+            return [AddressRange(str(first), str(last))]
+        pools = []
+        if first < gateway:
+            pools.append(AddressRange(str(first), str(gateway - 1)))
+        if gateway < last:
+            pools.append(AddressRange(str(gateway + 1), str(last)))
+        return pools
 
     def allocate(self) -> str:
-        """Lowest free address of the pool (neutron's is random; lowest is
+        """Lowest free address of the pools (neutron's is random; lowest is
         easier to read in logs and just as valid)."""
         for pool in self.allocation_pools:
             address = ipaddress.ip_address(pool.start)
@@ -84,6 +116,16 @@ class Subnet:
                     return str(address)
                 address += 1
         raise exc.IpAddressGenerationFailure(self.network_id)
+
+    def eui64(self, mac: str) -> str:
+        """The SLAAC address of ``mac`` on this /64 (RFC 4291, appendix A)."""
+        octets = [int(part, 16) for part in mac.split(":")]
+        octets[0] ^= 0x02
+        interface_id = int.from_bytes(bytes(octets[:3] + [0xff, 0xfe]
+                                            + octets[3:]), "big")
+        address = str(ipaddress.ip_network(self.cidr)[interface_id])
+        self.used.add(address)
+        return address
 
     def take(self, address: str) -> bool:
         """Mark a requested address used; False if it already was."""
@@ -271,7 +313,9 @@ class NetworkBackend:
                       project_id: str | None = None,
                       dns_nameservers: list[str] | None = None,
                       enable_dhcp: bool = True,
-                      description: str = "") -> Subnet:
+                      description: str = "",
+                      ipv6_address_mode: str | None = None,
+                      ipv6_ra_mode: str | None = None) -> Subnet:
         """A subnet on a network of the caller's; the gateway defaults to
         the first address of ``cidr``."""
         with self._cloud.lock:
@@ -287,14 +331,18 @@ class NetworkBackend:
             if version != parsed.version:
                 raise exc.NeutronBadRequest("Invalid input: ip_version does "
                                             "not match the cidr")
+            _check_ipv6_modes(parsed, ipv6_address_mode, ipv6_ra_mode)
             if gateway_ip is UNSET:
-                gateway_ip = str(next(parsed.hosts()))
+                gateway_ip = str(parsed[1] if parsed.num_addresses > 1
+                                 else parsed[0])
             subnet = Subnet(new_id(), name, network.id,
                             owning_project(caller, project_id), str(parsed),
                             version, gateway_ip, list(dns_nameservers or []),
                             enable_dhcp=enable_dhcp,
                             created_at=isotime(utcnow()),
-                            description=description)
+                            description=description,
+                            ipv6_address_mode=ipv6_address_mode,
+                            ipv6_ra_mode=ipv6_ra_mode)
             self.subnets[subnet.id] = subnet
             network.subnet_ids.append(subnet.id)
             return subnet
@@ -328,24 +376,43 @@ class NetworkBackend:
                  security_groups: list[str] | None = None,
                  device_id: str = "", device_owner: str = "",
                  description: str = "") -> Port:
-        """A port with an address on the network's (or the given) subnet,
-        for users, servers and router interfaces; no rule is checked."""
-        subnets = [self.subnets[s] for s in network.subnet_ids
-                   if subnet_id in (None, s)]
-        fixed_ips = []
-        if subnets:
-            subnet = subnets[0]
-            if fixed_ip and not subnet.take(fixed_ip):
-                raise exc.IpAddressAlreadyAllocated(fixed_ip, subnet.id)
-            fixed_ips.append(FixedIP(subnet.id, fixed_ip or subnet.allocate()))
+        """A port with addresses on the network's subnets (one IPv4, one
+        stateful IPv6, every auto-address IPv6: see the module), or on the
+        given subnet only, for users, servers and router interfaces; no
+        rule is checked."""
         mac = "fa:16:3e:" + ":".join(f"{self._cloud.rng.randrange(256):02x}"
                                      for _ in range(3))
+        subnets = [self.subnets[s] for s in network.subnet_ids
+                   if subnet_id in (None, s)]
+        if fixed_ip:
+            subnets = [s for s in subnets if ipaddress.ip_address(fixed_ip)
+                       in ipaddress.ip_network(s.cidr)] or subnets
+        fixed_ips = []
+        if fixed_ip or subnet_id:
+            if subnets:
+                subnet = subnets[0]
+                if fixed_ip and not subnet.take(fixed_ip):
+                    raise exc.IpAddressAlreadyAllocated(fixed_ip, subnet.id)
+                fixed_ips.append(FixedIP(subnet.id,
+                                         fixed_ip or subnet.allocate()))
+        else:
+            fixed_ips = self._default_addresses(subnets, mac)
         port = Port(new_id(), name, network.id, project_id, mac, fixed_ips,
                     device_id=device_id, device_owner=device_owner,
                     security_groups=list(security_groups or []),
                     created_at=isotime(utcnow()), description=description)
         self.ports[port.id] = port
         return port
+
+    @staticmethod
+    def _default_addresses(subnets: list[Subnet], mac: str) -> list[FixedIP]:
+        """Neutron's addresses for a port that asks for none."""
+        stateful = [next((s for s in subnets if s.ip_version == version
+                          and not s.auto_address), None) for version in (4, 6)]
+        addresses = [FixedIP(s.id, s.allocate()) for s in stateful if s]
+        addresses += [FixedIP(s.id, s.eui64(mac)) for s in subnets
+                      if s.auto_address]
+        return addresses
 
     def create_port(self, caller: Caller, *, network_id: str, name: str = "",
                     project_id: str | None = None, fixed_ip: str | None = None,
@@ -407,3 +474,30 @@ class NetworkBackend:
             subnet = self.subnets.get(ip.subnet_id)
             if subnet is not None:
                 subnet.used.discard(ip.ip_address)
+
+
+def _check_ipv6_modes(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                      address_mode: str | None, ra_mode: str | None) -> None:
+    """Neutron's rules for ``ipv6_address_mode`` and ``ipv6_ra_mode``."""
+    for attribute, mode in (("ipv6_address_mode", address_mode),
+                            ("ipv6_ra_mode", ra_mode)):
+        if mode is None:
+            continue
+        if mode not in IPV6_MODES:
+            raise exc.NeutronBadRequest(
+                f"Invalid input for {attribute}. Reason: '{mode}' is not in "
+                f"{list(IPV6_MODES)}.")
+        if cidr.version != 6:
+            raise exc.NeutronBadRequest(
+                f"Invalid input for operation: {attribute} is not valid when "
+                f"ip_version is 4.")
+    if address_mode and ra_mode and address_mode != ra_mode:
+        raise exc.NeutronBadRequest(
+            f"Invalid input for operation: ipv6_ra_mode set to '{ra_mode}' "
+            f"with ipv6_address_mode set to '{address_mode}' is not valid. "
+            f"If both attributes are set, they must be the same value.")
+    if address_mode in AUTO_ADDRESS_MODES and cidr.prefixlen != 64:
+        raise exc.NeutronBadRequest(
+            f"Invalid input for operation: Invalid CIDR {cidr} for IPv6 "
+            f"address mode. OpenStack uses the EUI-64 address format, which "
+            f"requires the prefix to be /64.")

@@ -119,15 +119,22 @@ class ServerPorts:
                      for ip in p.fixed_ips)
 
     def addresses(self, server_id: str) -> dict[str, list[ServerAddress]]:
-        """Nova's ``addresses``: per network name, fixed then floating."""
+        """Nova's ``addresses``: per network name, fixed then floating.
+
+        A port's IPv6 addresses come before its IPv4 ones. Nova promises no
+        order; clouds that list IPv6 first broke scenarios that took the
+        first address, so the devcloud always does.
+        """
         with self._cloud.lock:
             addresses: dict[str, list[ServerAddress]] = {}
             for port in self.ports(server_id):
                 network = self._cloud.network.find_network(port.network_id)
                 entries = addresses.setdefault(network.name, [])
+                fixed = sorted(port.fixed_ips, key=lambda ip: ":" not in
+                               ip.ip_address)
                 entries += [ServerAddress(ip.ip_address, "fixed",
                                           port.mac_address)
-                            for ip in port.fixed_ips]
+                            for ip in fixed]
                 entries += [ServerAddress(fip.address, "floating",
                                           port.mac_address)
                             for fip in self._cloud.l3.port_floating_ips(
