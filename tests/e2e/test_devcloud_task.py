@@ -356,25 +356,6 @@ def test_ssh_dropped_at_the_switchover_costs_a_reconnect_not_the_recovery_timeou
     assert_nothing_left_behind(out)
 
 
-def test_dualstack_network_passes(tmp_path):
-    """``dualstack: true``: rally's network context is asked for an IPv4 and
-    an IPv6 subnet; the guest is reached on its IPv4 address whatever nova
-    lists first (the devcloud lists IPv6 first).
-
-    rally-openstack 4.1.0's context makes both subnets IPv4 (see
-    tasks/args/real-cloud.yaml); tests/devcloud/test_devcloud_dualstack.py
-    holds a real dual-stack server to the scenario's choice of address.
-    """
-    out = tmp_path / "dualstack"
-    result = run_main_command(out, "--profile", "healthy", "--seed", "4", "--task-args",
-                              '{"times": 1, "migrations": 2, "dualstack": true}')
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    requests = (out / "devcloud" / "requests.log").read_text()
-    assert requests.count("POST /network/v2.0/subnets ") == 2
-    assert_measurements_match_truth(out, expected_count=2)
-    assert_nothing_left_behind(out)
-
-
 def test_unknown_profile_is_a_clear_error(tmp_path):
     result = run_main_command(tmp_path / "bad", "--profile", "no-such-profile", timeout=120)
     assert result.returncode != 0

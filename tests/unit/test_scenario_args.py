@@ -260,13 +260,3 @@ def test_probe_settings_use_the_workdir():
     assert (chosen.workdir, chosen.log_path) == ("/var/tmp/m", "/var/tmp/m/meter.log")
     with pytest.raises(ValueError, match="workdir must be an absolute path"):
         meter_arguments(workdir="m").probe_settings(server_id=server_id, duration=10)
-
-
-def test_dualstack_asks_the_network_context_for_an_ipv4_and_an_ipv6_subnet():
-    contexts = workloads(render(dualstack=True))[0]["contexts"]
-    assert contexts["network"] == {"dualstack": True, "subnets_per_network": 2}
-    validate_syntax(render(dualstack=True))
-    assert workloads(render())[0]["contexts"]["network"] == {}
-    # no network context at all when nics are given
-    assert "network" not in workloads(render(dualstack=True, nics=[{"net-id": "x"}]))[0][
-        "contexts"]
