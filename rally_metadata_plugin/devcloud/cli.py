@@ -5,8 +5,9 @@
         [--local-disks] [--disabled-hosts compute-2] [--down-hosts ...]
 
 Prints one JSON line with the URLs and file paths once ready (the same
-object is in ``DIR/ready``), then serves until SIGTERM or SIGINT, on which
-it kills every guest process and exits 0.
+object is in ``DIR/ready``), then serves until SIGTERM, SIGINT or SIGHUP, or
+until the process that started it exits (``--outlive-parent`` keeps it
+serving then); it kills every guest process and exits 0.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 
 try:
-    from rally_metadata_plugin.devcloud import profiles
+    from rally_metadata_plugin.devcloud import lifetime, profiles
     from rally_metadata_plugin.devcloud.cloud import DevCloud
     from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
                                                        default_users)
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local simulated OpenStack whose live migrations "
                     "really disturb the guests' metadata service.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run until SIGTERM/SIGINT")
+    serve = sub.add_parser("serve", help="run until SIGTERM/SIGINT/SIGHUP")
     serve.add_argument("--profile", default="healthy",
                        help="fault profile: a shipped name "
                             f"({', '.join(profiles.available())}) or a "
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "schemas, one JSON line per call into this "
                             "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
     serve.add_argument("--log-level", default="WARNING")
+    serve.add_argument("--outlive-parent", action="store_true",
+                       help="keep serving when the process that started it exits")
     sub.add_parser("profiles", help="list the shipped profiles")
     return parser
 
@@ -90,8 +92,9 @@ def serve(args: argparse.Namespace) -> int:
         down_hosts=args.down_hosts,
         conformance_log=args.conformance_log)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    lifetime.handle_stop_signals(lambda *_: stop.set())
+    if not args.outlive_parent:
+        lifetime.stop_with_parent(stop.set)
     cloud = DevCloud(config)
     cloud.start()
     try:

@@ -23,12 +23,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rally_metadata_plugin.devcloud import keys
+from rally_metadata_plugin.devcloud import keys, lifetime
 from rally_metadata_plugin.devcloud.api import conformance, urls
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
-from rally_metadata_plugin.devcloud.guests import GuestManager, all_tagged_processes
+from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
@@ -154,6 +154,9 @@ class DevCloud:
         if leftovers is not None:
             leftovers["processes_after_stop"] = self._own_processes()
             (self.state_dir / "leftovers.json").write_text(json.dumps(leftovers, indent=2))
+        # recorded above, and killed all the same: guests of deleted servers,
+        # processes forked while their guest was being killed
+        lifetime.kill_guest_processes(self.state_dir / "guests")
         if self.metadata is not None:
             self.metadata.stop()
         if self._timers is not None:
@@ -165,8 +168,7 @@ class DevCloud:
 
     def _own_processes(self) -> dict[str, list[int]]:
         """Live processes of this devcloud's guests (alive or deleted)."""
-        ours = {p.name for p in (self.state_dir / "guests").glob("*")}
-        return {sid: pids for sid, pids in all_tagged_processes().items() if sid in ours}
+        return lifetime.guest_processes(self.state_dir / "guests")
 
     def _leftovers(self) -> dict | None:
         """What the users left behind: API resources and processes of deleted servers.

@@ -1,5 +1,5 @@
 """The ``serve`` command as a subprocess: startup time, state files, clean
-shutdown on SIGTERM/SIGINT."""
+shutdown on SIGTERM/SIGINT/SIGHUP."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def _serve(state: Path, *extra: str) -> tuple[subprocess.Popen, dict, float]:
     return proc, json.loads(line), elapsed
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_serve_writes_state_and_shuts_down_cleanly(tmp_path, signum):
-    cidr = "127.0.9.0/24" if signum == signal.SIGTERM else "127.0.10.0/24"
+    cidr = {signal.SIGTERM: "127.0.9.0/24", signal.SIGINT: "127.0.10.0/24",
+            signal.SIGHUP: "127.0.11.0/24"}[signum]
     proc, info, elapsed = _serve(tmp_path, "--hypervisors", "3",
                                  "--ssh-port", "2222", "--users", "2",
                                  "--floating-cidr", cidr)
