@@ -21,6 +21,13 @@ Options that make the devcloud behave like some real clouds:
   devcloud's (2.79);
 * ``--live-migrate-timeout S``: rally's ``nova_server_live_migrate_timeout``
   (the scenario aborts a migration still running then).
+
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP abort the run within seconds: the Rally
+task is aborted (its finished iterations kept), the devcloud and every guest
+process stopped, the partial report and results written when the task
+existed, and the exit status is 128 + the signal's number (130 for Ctrl-C).
+A second signal skips the waiting.  The devcloud and Rally also die with this
+command if it is killed (SIGKILL).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bootstrap  # noqa: E402
@@ -43,6 +51,166 @@ ROOT = _bootstrap.ROOT
 TASK_FILE = ROOT / "tasks" / "metadata_lm.yaml"
 ARGS_FILE = ROOT / "tasks" / "args" / "devcloud.yaml"
 _TASK_UUID = re.compile(r"Task\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+#: After a stop signal: how long Rally may take to abort its task, the
+#: devcloud to stop, and Rally to write the partial report and results.
+RALLY_ABORT_SECONDS = 20.0
+DEVCLOUD_STOP_SECONDS = 20.0
+REPORT_SECONDS = 30.0
+
+
+def _lifetime():
+    """:mod:`rally_metadata_plugin.devcloud.lifetime`, importable only once
+    running in the virtualenv."""
+    from rally_metadata_plugin.devcloud import lifetime
+    return lifetime
+
+
+class Aborted(Exception):
+    """A stop signal arrived: the run ends early."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return _lifetime().signal_name(self.signum)
+
+
+class StopSignals:
+    """SIGTERM, SIGINT and SIGHUP, recorded rather than raised.
+
+    The handler only notes the signal; the run looks at it wherever it
+    waits (:meth:`check`), so a signal never lands between starting a child
+    and knowing its pid, and every cleanup step runs.  A second signal means
+    "hurry": the remaining waits are cut short.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.first_at = 0.0
+        self._announced = False
+
+    def install(self) -> None:
+        _lifetime().handle_stop_signals(self._record)
+
+    def _record(self, signum: int, frame: object) -> None:
+        if not self.received:
+            self.first_at = time.monotonic()
+        self.received.append(signum)
+
+    @property
+    def hurry(self) -> bool:
+        return len(self.received) > 1
+
+    def check(self) -> None:
+        if not self.received:
+            return
+        aborted = Aborted(self.received[0])
+        if not self._announced:
+            self._announced = True
+            say(f"\n{aborted.name} received: aborting the Rally task and stopping the "
+                f"devcloud (a second signal skips the waiting)", file=sys.stderr)
+        raise aborted
+
+
+class Child:
+    """A subprocess in a session (and process group) of its own, so that it
+    can be stopped with everything it started, which dies with this process
+    (a SIGKILL of this command does not orphan it); output goes to files."""
+
+    def __init__(self, command: list[str], stdout: pathlib.Path,
+                 stderr: Optional[pathlib.Path] = None, env: Optional[dict] = None,
+                 death_signal: int = signal.SIGKILL) -> None:
+        self.command = command
+        self.stdout_path, self.stderr_path = stdout, stderr
+        stdout.parent.mkdir(parents=True, exist_ok=True)
+        with open(stdout, "wb") as out:
+            err = open(stderr, "wb") if stderr else subprocess.STDOUT
+            try:
+                self.process = subprocess.Popen(
+                    command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True,
+                    preexec_fn=_lifetime().child_dies_with_parent(death_signal))
+            finally:
+                if stderr:
+                    err.close()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.process.poll()
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+
+    def wait(self, signals: Optional[StopSignals] = None,
+             timeout: Optional[float] = None) -> Optional[int]:
+        """The exit status; None after ``timeout``. With ``signals``, raises
+        :class:`Aborted` as soon as a stop signal has arrived."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if signals is not None:
+                signals.check()
+            try:
+                return self.process.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    return None
+
+    def signal_group(self, signum: int) -> None:
+        """``signum`` to the child's process group (the processes it started
+        that stayed in it), even after the child itself has exited."""
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def group(self) -> list[int]:
+        from rally_metadata_plugin.devcloud.procfs import group_members
+        return group_members(self.process.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group and reap the child."""
+        self.signal_group(signal.SIGKILL)
+        self.process.wait()
+
+
+def say(*lines: str, file=None, end: str = "\n") -> None:
+    """Print, unless the terminal is gone (a hang-up): nothing to say then."""
+    file = file or sys.stdout
+    try:
+        for line in lines:
+            print(line, file=file, end=end)
+        file.flush()
+    except OSError:
+        pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_until(done: Callable[[], bool], deadline: float, signals: StopSignals) -> bool:
+    """Poll ``done`` until it holds (True), the deadline or a second stop
+    signal (False)."""
+    while not done():
+        if time.monotonic() > deadline or signals.hurry:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -71,39 +239,53 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 class DevCloudProcess:
-    """The devcloud as a child process, stopped on exit whatever happens."""
+    """The devcloud as a child process, stopped on exit whatever happens,
+    guest processes included."""
 
     def __init__(self, state_dir: pathlib.Path, profile: str, seed: int,
-                 options: tuple[str, ...] = ()) -> None:
+                 signals: StopSignals, options: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
+        self.signals = signals
         self.command = [_bootstrap.venv_bin("rally-metadata-devcloud"), "serve",
                         "--profile", profile, "--seed", str(seed),
                         "--state-dir", str(state_dir), *options]
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
+        #: guest processes the devcloud left behind, killed after it ended
+        self.orphans: list[int] = []
 
     def __enter__(self) -> "DevCloudProcess":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.state_dir / "devcloud.out", "w")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        # SIGTERM if this command dies: the devcloud then stops its guests
+        self.child = Child(self.command, self.state_dir / "devcloud.out",
+                           death_signal=signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while not (self.state_dir / "ready").exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__(None, None, None)
-                output = (self.state_dir / "devcloud.out").read_text()[-2000:]
-                raise SystemExit(f"the devcloud did not start:\n{output}")
-            time.sleep(0.05)
+        try:
+            while not (self.state_dir / "ready").exists():
+                self.signals.check()
+                if self.child.returncode is not None or time.monotonic() > deadline:
+                    output = (self.state_dir / "devcloud.out").read_text()[-2000:]
+                    raise SystemExit(f"the devcloud did not start:\n{output}")
+                time.sleep(0.05)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
+    def request_stop(self) -> None:
+        """SIGTERM: the devcloud kills its guests and exits within seconds."""
+        if self.child is not None and self.child.returncode is None:
+            self.child.process.send_signal(signal.SIGTERM)
+
     def __exit__(self, *exc_info: object) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.child is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.request_stop()
+        timeout = 2.0 if self.signals.hurry else DEVCLOUD_STOP_SECONDS
+        if self.child.wait(timeout=timeout) is None:
+            self.child.kill()
+        # a devcloud that was killed could not stop its guests, which live in
+        # sessions of their own: find them by their tag
+        self.orphans = _lifetime().kill_guest_processes(self.state_dir / "guests")
 
 
 class IsolatedRally:
@@ -114,6 +296,7 @@ class IsolatedRally:
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "rally.conf"
+        self.logs = workdir / "logs"
         text = devcloud_conf.read_text()
         # Our own database, whatever the devcloud suggested.
         text = re.sub(r"(?ms)^\[database\].*?(?=^\[|\Z)", "", text)
@@ -124,16 +307,74 @@ class IsolatedRally:
         self.config.write_text(text)
         self.quiet = quiet
 
-    def run(self, *args: str, check: bool = True, echo: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, HOME=str(self.home), COLUMNS="200")
+    def start(self, *args: str) -> Child:
+        env = dict(os.environ, HOME=str(self.home), COLUMNS="200",
+                   # the task's UUID must reach the log while the task runs
+                   PYTHONUNBUFFERED="1")
         command = [_bootstrap.venv_bin("rally"), "--config-file", str(self.config), *args]
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        stem = self.logs / "-".join(["rally", *args[:2]])
+        return Child(command, stem.with_suffix(".out"), stem.with_suffix(".err"), env=env)
+
+    def run(self, *args: str, signals: StopSignals, check: bool = True,
+            echo: bool = True) -> Child:
+        child = self.start(*args)
+        try:
+            child.wait(signals)
+        except Aborted:
+            child.kill()
+            raise
         if echo and not self.quiet:
-            sys.stdout.write(result.stdout)
-        if check and result.returncode != 0:
-            sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
-            raise SystemExit(f"rally {' '.join(args[:2])} failed (exit {result.returncode})")
-        return result
+            sys.stdout.write(child.stdout)
+        if check and child.returncode != 0:
+            sys.stderr.write(child.stdout[-3000:] + child.stderr[-3000:])
+            raise SystemExit(f"rally {' '.join(args[:2])} failed (exit {child.returncode})")
+        return child
+
+    def abort_task(self, task: Child, signals: StopSignals,
+                   stop_cloud: Callable[[], None]) -> None:
+        """Stop ``rally task start`` within :data:`RALLY_ABORT_SECONDS`, keeping
+        the iterations it finished.
+
+        ``rally task abort`` is Rally's way: the engine starts no further
+        iteration and marks the task aborted (it looks every 2 s). The
+        iteration in flight runs in a thread of a load-generating process of
+        rally's, which nothing in Rally interrupts (SIGINT neither: the
+        thread outlives it); that process is killed once the task is marked
+        aborted, and the devcloud is stopped (``stop_cloud``): Rally's
+        context cleanup, which waits a second per resource on a live cloud,
+        then fails at once, and Rally saves the finished iterations and
+        exits. Before the task exists there is nothing to keep: SIGINT.
+        Whatever is left of rally's process group at the deadline, or on a
+        second signal, is killed.
+        """
+        deadline = time.monotonic() + RALLY_ABORT_SECONDS
+        exited = lambda: task.returncode is not None  # noqa: E731
+        uuid = task_uuid(task.stdout)
+        aborter = None
+        try:
+            if uuid is None:
+                task.process.send_signal(signal.SIGINT)
+            else:
+                aborter = self.start("task", "abort", uuid)
+                _wait_until(lambda: aborter.returncode is not None or exited(),
+                            deadline, signals)
+                for pid in task.group():
+                    if pid != task.pid:
+                        _kill(pid)
+            stop_cloud()
+            if not _wait_until(exited, deadline, signals):
+                # still cleaning up: interrupt that, briefly
+                task.process.send_signal(signal.SIGINT)
+                _wait_until(exited, time.monotonic() + 2.0, signals)
+        finally:
+            if aborter is not None:
+                aborter.kill()
+            task.kill()
+
+
+def task_uuid(output: str) -> Optional[str]:
+    match = _TASK_UUID.search(output)
+    return match.group(1) if match else None
 
 
 def sla_lines(results: dict) -> list[str]:
@@ -184,38 +425,126 @@ def leaked_resources(path: pathlib.Path) -> dict:
     return found
 
 
-def run(options: argparse.Namespace) -> int:
+def write_reports(rally: IsolatedRally, uuid: str, out: pathlib.Path,
+                  signals: StopSignals, aborting: bool = False) -> None:
+    """``report.html`` and ``results.json``, written side by side.
+
+    Normally a stop signal interrupts them (:class:`Aborted`) and a failure
+    ends the run; ``aborting``, they get :data:`REPORT_SECONDS` (a second
+    signal cuts that short) and a failure leaves the file missing.
+    """
+    # Static: Rally's default page loads its JavaScript from CDNs and stays
+    # blank offline; this one embeds it.
+    children = [rally.start("task", "report", uuid, "--html-static",
+                            "--out", str(out / "report.html")),
+                rally.start("task", "export", uuid, "--type", "json",
+                            "--to", str(out / "results.json"))]
+    try:
+        if aborting:
+            _wait_until(lambda: all(c.returncode is not None for c in children),
+                        time.monotonic() + REPORT_SECONDS, signals)
+            return
+        for child in children:
+            child.wait(signals)
+        for child in children:
+            if child.returncode != 0:
+                sys.stderr.write(child.stdout[-3000:] + child.stderr[-3000:])
+                raise SystemExit(f"rally {' '.join(child.command[3:5])} failed "
+                                 f"(exit {child.returncode})")
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+
+
+def finished_iterations(results: pathlib.Path) -> int:
+    document = json.loads(results.read_text())
+    return sum(len(workload.get("data", ()))
+               for task in document.get("tasks", ())
+               for subtask in task.get("subtasks", ())
+               for workload in subtask.get("workloads", ()))
+
+
+def aborted_ending(aborted: Aborted, signals: StopSignals, out: pathlib.Path,
+                   uuid: Optional[str], started: float) -> int:
+    """Say that the run was aborted, by what, and what it left: 128 + signal."""
+    truth = out / "devcloud" / "truth.jsonl"
+    if truth.exists():
+        shutil.copy(truth, out / "truth.jsonl")
+    lines = [""]
+    report, results = out / "report.html", out / "results.json"
+    if uuid is None:
+        lines.append("no report: the Rally task had not been created yet")
+    else:
+        (out / "task_uuid").write_text(uuid + "\n")
+        if report.exists():
+            lines.append(f"HTML report (partial): {report}")
+        if results.exists():
+            try:
+                finished = str(finished_iterations(results))
+            except (ValueError, OSError):
+                finished = "?"
+            lines.append(f"results (partial, {finished} iteration(s) finished): {results}")
+        if signals.hurry:
+            lines.append("no partial report: a second signal asked not to wait for it")
+        elif not (report.exists() and results.exists()):
+            lines.append("the partial report could not be written")
+    task = f"Rally task {uuid}" if uuid else "the run"
+    lines.append(f"aborted by {aborted.name}: {task} stopped, the devcloud and its guests "
+                 f"too, {time.monotonic() - signals.first_at:.1f} s after the signal "
+                 f"({time.monotonic() - started:.1f} s in all)")
+    say(*lines)
+    return 128 + aborted.signum
+
+
+def run(options: argparse.Namespace, signals: StopSignals) -> int:
     out = pathlib.Path(options.out).resolve()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
-    with DevCloudProcess(out / "devcloud", options.profile, options.seed,
-                         devcloud_options(options)) as cloud:
-        rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet,
-                              options.live_migrate_timeout)
-        rally.run("db", "create", echo=False)
-        rally.run("env", "create", "--name", "devcloud", "--spec",
-                  str(environment_spec(cloud, out, options.nova_version)), echo=False)
-        # No "rally env check": "rally task start" checks the cloud's health itself.
-        task_args = ["--task-args-file", options.task_args_file]
-        if options.task_args:
-            task_args += ["--task-args", options.task_args]
-        tags = ["--tag", options.tag] if options.tag else []
-        task = rally.run("task", "start", options.task, *task_args, *tags, check=False)
-        match = _TASK_UUID.search(task.stdout)
-        if not match:
-            sys.stderr.write(task.stdout[-3000:] + task.stderr[-3000:])
-            print(f"rally task start failed before the task was created (exit "
-                  f"{task.returncode})", file=sys.stderr)
-            return task.returncode or 1
-        uuid = match.group(1)
-        report = out / "report.html"
-        # Static: Rally's default page loads its JavaScript from CDNs and stays
-        # blank offline; this one embeds it.
-        rally.run("task", "report", uuid, "--html-static", "--out", str(report), echo=False)
-        rally.run("task", "export", uuid, "--type", "json", "--to", str(out / "results.json"),
-                  echo=False)
+    task: Child | None = None
+    try:
+        with DevCloudProcess(out / "devcloud", options.profile, options.seed, signals,
+                             devcloud_options(options)) as cloud:
+            rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet,
+                                  options.live_migrate_timeout)
+            try:
+                rally.run("db", "create", signals=signals, echo=False)
+                rally.run("env", "create", "--name", "devcloud", "--spec",
+                          str(environment_spec(cloud, out, options.nova_version)),
+                          signals=signals, echo=False)
+                # No "rally env check": "rally task start" checks the cloud's health itself.
+                task_args = ["--task-args-file", options.task_args_file]
+                if options.task_args:
+                    task_args += ["--task-args", options.task_args]
+                tags = ["--tag", options.tag] if options.tag else []
+                task = rally.start("task", "start", options.task, *task_args, *tags)
+                try:
+                    task.wait(signals)
+                except Aborted:
+                    rally.abort_task(task, signals, cloud.request_stop)
+                    raise
+                finally:
+                    if not options.quiet:
+                        say(task.stdout, end="")
+                uuid = task_uuid(task.stdout)
+                if uuid is None:
+                    sys.stderr.write(task.stdout[-3000:] + task.stderr[-3000:])
+                    print(f"rally task start failed before the task was created (exit "
+                          f"{task.returncode})", file=sys.stderr)
+                    return task.returncode or 1
+                write_reports(rally, uuid, out, signals)
+            except Aborted:
+                # the devcloud stops while Rally writes what it has
+                cloud.request_stop()
+                uuid = task_uuid(task.stdout) if task is not None else None
+                if uuid is not None and not signals.hurry:
+                    write_reports(rally, uuid, out, signals, aborting=True)
+                raise
+    except Aborted as aborted:
+        return aborted_ending(aborted, signals, out,
+                              task_uuid(task.stdout) if task is not None else None, started)
     # The devcloud writes its ground truth and leftovers when it stops.
     shutil.copy(cloud.state_dir / "truth.jsonl", out / "truth.jsonl")
     (out / "task_uuid").write_text(uuid + "\n")
@@ -223,18 +552,32 @@ def run(options: argparse.Namespace) -> int:
     print()
     for line in sla_lines(json.loads((out / "results.json").read_text())):
         print(line)
-    leaked = leaked_resources(cloud.state_dir / "leftovers.json")
-    if leaked:
-        print(f"WARNING: left behind in the devcloud: {leaked}")
+    leftovers = cloud.state_dir / "leftovers.json"
+    if leftovers.exists():
+        leaked = leaked_resources(leftovers)
+        if leaked:
+            print(f"WARNING: left behind in the devcloud: {leaked}")
+    else:
+        print(f"WARNING: the devcloud did not stop cleanly (exit status "
+              f"{cloud.child.returncode}): no leftovers report")
+    if cloud.orphans:
+        print(f"WARNING: killed {len(cloud.orphans)} guest process(es) the devcloud left behind")
     print(f"task {uuid}: {verdict} in {time.monotonic() - started:.1f} s")
-    print(f"HTML report: {report}")
+    print(f"HTML report: {out / 'report.html'}")
     print(f"results: {out / 'results.json'}; devcloud ground truth: {out / 'truth.jsonl'}")
     return task.returncode
 
 
 def main() -> int:
     _bootstrap.reexec_in_venv(os.path.abspath(__file__))
-    return run(_parse_args(sys.argv[1:]))
+    signals = StopSignals()
+    signals.install()
+    status = run(_parse_args(sys.argv[1:]), signals)
+    try:
+        sys.stdout.flush()
+    except OSError:     # the terminal is gone: do not fail flushing at exit
+        sys.stdout = open(os.devnull, "w")
+    return status
 
 
 if __name__ == "__main__":
