@@ -115,16 +115,48 @@ class StopSignals:
         raise aborted
 
 
+class Reaper:
+    """``tools/_reaper.py``: kills the process groups it watches once this
+    process has exited, however (see there)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).with_name("_reaper.py"))],
+            stdin=subprocess.PIPE, text=True, start_new_session=True)
+
+    def _tell(self, line: str) -> None:
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def watch(self, pgid: int) -> None:
+        self._tell(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._tell(f"-{pgid}")
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.process.wait()
+
+
 class Child:
     """A subprocess in a session (and process group) of its own, so that it
-    can be stopped with everything it started, which dies with this process
-    (a SIGKILL of this command does not orphan it); output goes to files."""
+    can be stopped with everything it started, which dies with this process:
+    a parent-death signal for the child, the ``reaper`` for what it forks
+    (a SIGKILL of this command orphans nothing). Output goes to files."""
 
     def __init__(self, command: list[str], stdout: pathlib.Path,
                  stderr: Optional[pathlib.Path] = None, env: Optional[dict] = None,
-                 death_signal: int = signal.SIGKILL) -> None:
+                 death_signal: int = signal.SIGKILL, reaper: Optional[Reaper] = None) -> None:
         self.command = command
         self.stdout_path, self.stderr_path = stdout, stderr
+        self.reaper = reaper
         stdout.parent.mkdir(parents=True, exist_ok=True)
         with open(stdout, "wb") as out:
             err = open(stderr, "wb") if stderr else subprocess.STDOUT
@@ -136,6 +168,15 @@ class Child:
             finally:
                 if stderr:
                     err.close()
+        if reaper is not None:
+            reaper.watch(self.process.pid)
+
+    def _release(self) -> None:
+        """Once the child is reaped and its group empty, its number may be
+        reused: the reaper must forget it."""
+        if self.reaper is not None and not self.group():
+            self.reaper.forget(self.process.pid)
+            self.reaper = None
 
     @property
     def pid(self) -> int:
@@ -162,10 +203,13 @@ class Child:
             if signals is not None:
                 signals.check()
             try:
-                return self.process.wait(timeout=0.05)
+                status = self.process.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 if deadline is not None and time.monotonic() > deadline:
                     return None
+            else:
+                self._release()
+                return status
 
     def signal_group(self, signum: int) -> None:
         """``signum`` to the child's process group (the processes it started
@@ -183,6 +227,10 @@ class Child:
         """SIGKILL the whole process group and reap the child."""
         self.signal_group(signal.SIGKILL)
         self.process.wait()
+        deadline = time.monotonic() + 1.0
+        while self.group() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._release()
 
 
 def say(*lines: str, file=None, end: str = "\n") -> None:
@@ -292,7 +340,7 @@ class IsolatedRally:
     """The rally CLI with its own HOME, configuration and sqlite database."""
 
     def __init__(self, workdir: pathlib.Path, devcloud_conf: pathlib.Path, quiet: bool,
-                 live_migrate_timeout: float | None = None) -> None:
+                 reaper: Reaper, live_migrate_timeout: float | None = None) -> None:
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "rally.conf"
@@ -306,6 +354,7 @@ class IsolatedRally:
         text += f"\n[database]\nconnection = sqlite:///{workdir / 'rally.sqlite'}\n"
         self.config.write_text(text)
         self.quiet = quiet
+        self.reaper = reaper
 
     def start(self, *args: str) -> Child:
         env = dict(os.environ, HOME=str(self.home), COLUMNS="200",
@@ -313,7 +362,8 @@ class IsolatedRally:
                    PYTHONUNBUFFERED="1")
         command = [_bootstrap.venv_bin("rally"), "--config-file", str(self.config), *args]
         stem = self.logs / "-".join(["rally", *args[:2]])
-        return Child(command, stem.with_suffix(".out"), stem.with_suffix(".err"), env=env)
+        return Child(command, stem.with_suffix(".out"), stem.with_suffix(".err"), env=env,
+                     reaper=self.reaper)
 
     def run(self, *args: str, signals: StopSignals, check: bool = True,
             echo: bool = True) -> Child:
@@ -497,7 +547,7 @@ def aborted_ending(aborted: Aborted, signals: StopSignals, out: pathlib.Path,
     return 128 + aborted.signum
 
 
-def run(options: argparse.Namespace, signals: StopSignals) -> int:
+def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> int:
     out = pathlib.Path(options.out).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -507,7 +557,7 @@ def run(options: argparse.Namespace, signals: StopSignals) -> int:
     try:
         with DevCloudProcess(out / "devcloud", options.profile, options.seed, signals,
                              devcloud_options(options)) as cloud:
-            rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet,
+            rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet, reaper,
                                   options.live_migrate_timeout)
             try:
                 rally.run("db", "create", signals=signals, echo=False)
@@ -572,7 +622,11 @@ def main() -> int:
     _bootstrap.reexec_in_venv(os.path.abspath(__file__))
     signals = StopSignals()
     signals.install()
-    status = run(_parse_args(sys.argv[1:]), signals)
+    reaper = Reaper()
+    try:
+        status = run(_parse_args(sys.argv[1:]), signals, reaper)
+    finally:
+        reaper.close()
     try:
         sys.stdout.flush()
     except OSError:     # the terminal is gone: do not fail flushing at exit

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import pytest
 
@@ -59,6 +60,7 @@ class MainCommand:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, env=env, preexec_fn=_as_from_a_terminal)
         self.stdout = self.stderr = ""
+        self.descendants: dict[int, int] = {}
         self.signalled_at = 0.0
         self.exited_after = None
 
@@ -81,6 +83,8 @@ class MainCommand:
     def send(self, signum: int) -> None:
         if not self.signalled_at:
             self.signalled_at = time.monotonic()
+            # its helpers too, whatever their command line
+            self.descendants = descendants(self.process.pid)
         self.process.send_signal(signum)
 
     def communicate(self, timeout: float = 120.0) -> int:
@@ -98,7 +102,31 @@ class MainCommand:
             self.process.communicate()
 
 
-def processes_of_the_run(out: pathlib.Path) -> dict[int, str]:
+def _stat(pid: int) -> Optional[tuple[int, int]]:
+    """(parent, start time) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live descendant of ``root``, with its start time (which tells a
+    reused pid apart)."""
+    stats = {pid: stat for pid in pids() if (stat := _stat(pid)) and is_alive(pid)}
+    found: dict[int, int] = {}
+    parents = {root}
+    while parents:
+        children = {pid for pid, (ppid, _) in stats.items() if ppid in parents} - set(found)
+        found.update({pid: stats[pid][1] for pid in children})
+        parents = children
+    return found
+
+
+def processes_of_the_run(out: pathlib.Path, known: Optional[dict[int, int]] = None
+                         ) -> dict[int, str]:
     """Live processes naming the run's output directory, with their command lines."""
     marker = str(out).encode()
     me = os.getpid()
@@ -114,14 +142,18 @@ def processes_of_the_run(out: pathlib.Path) -> dict[int, str]:
             cwd = os.readlink(f"/proc/{pid}/cwd").encode()
         except OSError:
             continue
-        if (marker in cmdline or marker in environ or cwd.startswith(marker)) and is_alive(pid):
+        ours = marker in cmdline or marker in environ or cwd.startswith(marker)
+        if known and pid in known and (_stat(pid) or (0, 0))[1] == known[pid]:
+            ours = True
+        if ours and is_alive(pid):
             found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
     return found
 
 
-def assert_nothing_left(out: pathlib.Path, within: float = 2.0) -> None:
+def assert_nothing_left(run: "MainCommand", within: float = 2.0) -> None:
     deadline = time.monotonic() + within
-    while (left := processes_of_the_run(out)) and time.monotonic() < deadline:
+    while ((left := processes_of_the_run(run.out, run.descendants))
+           and time.monotonic() < deadline):
         time.sleep(0.05)
     assert left == {}, f"processes of the run still alive: {left}"
 
@@ -138,7 +170,7 @@ def main_command(tmp_path):
     yield start
     for command in started:  # a failed test must not leave its run behind either
         command.kill()
-        for pid in processes_of_the_run(command.out):
+        for pid in processes_of_the_run(command.out, command.descendants):
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -161,7 +193,7 @@ def test_a_signal_aborts_the_task_and_stops_everything(main_command, signum):
     assert f"aborted by {name}" in run.stdout, run.describe()
     assert f"{name} received" in run.stderr
     assert "FAILED (SLA)" not in run.stdout and "PASSED" not in run.stdout
-    assert_nothing_left(run.out)
+    assert_nothing_left(run)
 
     # the partial report: the finished iteration, in a task Rally marked aborted
     assert (run.out / "report.html").exists(), run.describe()
@@ -188,7 +220,7 @@ def test_a_signal_before_the_task_exists_stops_everything(main_command):
     assert "aborted by SIGTERM" in run.stdout, run.describe()
     assert "no report: the Rally task had not been created yet" in run.stdout
     assert not (run.out / "results.json").exists()
-    assert_nothing_left(run.out)
+    assert_nothing_left(run)
 
 
 def test_a_second_signal_skips_the_waiting(main_command):
@@ -204,23 +236,64 @@ def test_a_second_signal_skips_the_waiting(main_command):
     assert run.exited_after < HURRIED_SECONDS, run.describe()
     assert "aborted by SIGINT" in run.stdout
     assert "a second signal asked not to wait" in run.stdout
-    assert_nothing_left(run.out)
+    assert_nothing_left(run)
 
 
 def test_when_the_main_command_is_killed_the_devcloud_and_its_guests_die_too(main_command):
     run = main_command("--profile", "healthy", "--seed", "3", "--task-args", TASK_ARGS)
     run.wait_for_migrations(1)
-    before = processes_of_the_run(run.out)
-    # the premise: a devcloud, rally and guest processes (the meter) are running
+    # the scenario now waits for the metadata to recover and collects the
+    # meter's log: rally's load generator, orphaned then, would go on for
+    # tens of seconds against the dead devcloud
+    time.sleep(1.5)
+    before = processes_of_the_run(run.out, descendants(run.process.pid))
+    # the premise: the devcloud, rally and its load generator, the reaper
     assert any("rally-metadata-devcloud" in c for c in before.values()), before
-    assert any("rally --config-file" in c for c in before.values()), before
-    assert any("meter.sh" in c for c in before.values()), before
+    assert sum("rally --config-file" in c for c in before.values()) >= 2, before
+    assert any("_reaper.py" in c for c in before.values()), before
 
     run.send(signal.SIGKILL)
     run.communicate()
     deadline = time.monotonic() + ORPHAN_SECONDS
-    while processes_of_the_run(run.out) and time.monotonic() < deadline:
+    while processes_of_the_run(run.out, run.descendants) and time.monotonic() < deadline:
         time.sleep(0.05)
     elapsed = time.monotonic() - run.signalled_at
     print(f"SIGKILL: the run's processes were gone {elapsed:.1f} s later")
-    assert_nothing_left(run.out, within=0)
+    assert_nothing_left(run, within=0)
+
+
+def test_a_killed_devcloud_leaves_no_guest_process(main_command):
+    """The devcloud cannot stop its guests when SIGKILLed: the main command
+    finds them by their tag and kills them, and says so."""
+    run = main_command("--profile", "healthy", "--seed", "3",
+                       "--task-args", '{"times": 1, "migrations": 3}')
+    run.wait_for_migrations(1)  # of three: the guest's meter is running
+    devcloud = json.loads((run.out / "devcloud" / "ready").read_text())["pid"]
+    assert "rally-metadata-devcloud" in processes_of_the_run(run.out)[devcloud]
+    run.descendants = descendants(run.process.pid)
+    os.kill(devcloud, signal.SIGKILL)
+    status = run.communicate()
+
+    assert status in (1, 2), run.describe()  # the task failed without its cloud
+    assert "WARNING: the devcloud did not stop cleanly (exit status -9)" in run.stdout
+    assert "guest process(es) the devcloud left behind" in run.stdout, run.describe()
+    assert_nothing_left(run)
+
+
+def test_the_reaper_kills_the_groups_it_watches_once_its_creator_is_gone():
+    reaper = subprocess.Popen([sys.executable, str(ROOT / "tools" / "_reaper.py")],
+                              stdin=subprocess.PIPE, text=True, start_new_session=True)
+    watched, forgotten = (subprocess.Popen(["sleep", "60"], start_new_session=True)
+                          for _ in range(2))
+    try:
+        reaper.stdin.write(f"+{watched.pid}\n+{forgotten.pid}\n-{forgotten.pid}\n")
+        reaper.stdin.flush()
+        assert watched.poll() is None and forgotten.poll() is None
+        reaper.stdin.close()    # as when its creator dies
+        assert reaper.wait(timeout=10) == 0
+        assert watched.wait(timeout=5) == -signal.SIGKILL
+        assert forgotten.poll() is None
+    finally:
+        for process in (watched, forgotten, reaper):
+            process.kill()
+            process.wait()
