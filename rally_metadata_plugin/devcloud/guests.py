@@ -39,8 +39,9 @@ from rally_metadata_plugin.devcloud.busybox import (runs_applets_first,
                                                     shell_argv)
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
-from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive, pids,
-                                                   proc_state)
+from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive,
+                                                   kill_until_gone, pids,
+                                                   proc_state, signal_all)
 from rally_metadata_plugin.devcloud.profiles import MigrationPlan
 
 LOG = logging.getLogger(__name__)
@@ -156,14 +157,6 @@ def all_tagged_processes() -> dict[str, list[int]]:
     return found
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class Guest:
     """The runtime of one server: directories, environment, process tree."""
 
@@ -233,7 +226,7 @@ class Guest:
             fresh = [p for p in self.processes() if p not in stopped]
             if not fresh:
                 break
-            _signal_all(fresh, signal.SIGSTOP)
+            signal_all(fresh, signal.SIGSTOP)
             stopped.update(fresh)
         # SIGSTOP is delivered asynchronously: wait until it has landed
         deadline = time.monotonic() + 0.5
@@ -243,25 +236,16 @@ class Guest:
             time.sleep(0.002)
 
     def thaw(self) -> None:
-        _signal_all(self.processes(), signal.SIGCONT)
+        signal_all(self.processes(), signal.SIGCONT)
         self._running.set()
 
     def kill_processes(self, timeout: float = 3.0) -> int:
         """SIGKILL every process of the guest, frozen ones too, as a reboot
         does; returns how many there were. Commands may start afterwards."""
-        killed: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = self.processes()
-            if not pids:
-                break
-            _signal_all(pids, signal.SIGKILL)
-            killed.update(pids)
-            if time.monotonic() > deadline:
-                LOG.warning("guest %s: processes survive SIGKILL: %s",
-                            self.server_id, pids)
-                break
-            time.sleep(0.01)
+        killed, survivors = kill_until_gone(self.processes, timeout)
+        if survivors:
+            LOG.warning("guest %s: processes survive SIGKILL: %s",
+                        self.server_id, survivors)
         return len(killed)
 
     def kill(self, timeout: float = 3.0) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from rally_metadata_plugin.devcloud.guests import all_tagged_processes
+from rally_metadata_plugin.devcloud.procfs import kill_until_gone
 
 #: The signals that stop a devcloud (and tools/devcloud_task.py).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -128,19 +129,7 @@ def kill_guest_processes(guests_root: Path, timeout: float = 5.0) -> list[int]:
     """SIGKILL every process of the guests in ``guests_root`` until none is
     left (a probe loop forks while it is being killed). Returns the pids
     killed; only processes of this user can be signalled."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = [pid for pids in guest_processes(guests_root).values() for pid in pids]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    killed, _ = kill_until_gone(
+        lambda: [pid for pids in guest_processes(guests_root).values() for pid in pids],
+        timeout)
     return sorted(killed)

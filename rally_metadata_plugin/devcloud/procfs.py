@@ -1,4 +1,5 @@
-"""Process state from ``/proc`` (Linux): the one parser of ``/proc/PID/stat``.
+"""Process state from ``/proc`` (Linux): the one parser of ``/proc/PID/stat``,
+and the one way to kill a set of processes that keeps forking.
 
 Used by the devcloud's process guests (:mod:`.guests`: is a process frozen,
 gone?) and by the test-support guest sandbox
@@ -9,7 +10,9 @@ group are still alive?).  Standard library only; no root needed.
 from __future__ import annotations
 
 import os
-from typing import Iterator, NamedTuple, Optional
+import signal
+import time
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 #: States of a process that has exited: zombie, dead.
 EXITED = ("Z", "X")
@@ -60,3 +63,36 @@ def group_members(pgid: int) -> list[int]:
         if stat and stat.pgid == pgid and stat.state not in EXITED:
             members.append(pid)
     return members
+
+
+def signal_all(pids: Iterable[int], sig: int) -> list[int]:
+    """Send ``sig`` to each of ``pids``; returns those signalled (the ones
+    gone or not ours are skipped)."""
+    signalled = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            signalled.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return signalled
+
+
+def kill_until_gone(find: Callable[[], list[int]],
+                    timeout: float) -> tuple[set[int], list[int]]:
+    """SIGKILL what ``find`` returns, again and again, until it returns nothing.
+
+    A shell loop forks new children while it is being killed, so one round
+    is not enough.  Returns the pids killed and those still found when
+    ``timeout`` ran out (empty on success).
+    """
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        found = find()
+        if not found:
+            return killed, []
+        killed.update(signal_all(found, signal.SIGKILL))
+        if time.monotonic() > deadline:
+            return killed, found
+        time.sleep(0.01)
