@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rally_metadata_plugin.devcloud import keys, lifetime
+from rally_metadata_plugin.devcloud import keys, lifetime, serving
 from rally_metadata_plugin.devcloud.api import conformance, urls
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
@@ -88,6 +88,7 @@ class DevCloud:
     def start(self) -> "DevCloud":
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        serving.raise_open_file_limit()
         (state / "ready").unlink(missing_ok=True)
         self._timers = TimerThread()
         self._timers.start()

@@ -21,16 +21,15 @@ those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-import select
 import socket
 import threading
 from typing import Iterable
 
-from werkzeug.serving import BaseWSGIServer
-from werkzeug.wrappers import Request, Response
+from aiohttp import web
 
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime
@@ -145,6 +144,16 @@ def render(path: str, identity: InstanceIdentity) -> tuple[int, str, str]:
 
 # -- endpoints --------------------------------------------------------------------
 
+#: Requests the metadata service handles at once, every endpoint together
+#: (held ``hang`` requests included). Past it a request is answered 503 at
+#: once, what nova's metadata API says behind haproxy when its backends are
+#: full, instead of piling up until the process runs out of descriptors.
+MAX_REQUESTS_IN_FLIGHT = 4096
+#: An idle keep-alive connection is closed after this many seconds (the
+#: guests' probes send one request per connection anyway).
+IDLE_SECONDS = 5.0
+
+
 class _PortPool:
     """Ports for metadata endpoints, below the ephemeral range.
 
@@ -169,18 +178,15 @@ class _PortPool:
             return 32768
 
     def bind(self) -> socket.socket:
-        """A listening-ready socket bound to a free pool port."""
+        """A socket bound to a free pool port, ready to listen."""
         with self._lock:
             for _ in range(200):
                 port = self._rng.randint(self._low, self._high)
                 if port in self._taken:
                     continue
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    sock.bind(("127.0.0.1", port))
+                    sock = bound_socket(port)
                 except OSError:
-                    sock.close()
                     continue
                 self._taken.add(port)
                 return sock
@@ -191,18 +197,36 @@ class _PortPool:
             self._taken.discard(port)
 
 
+def bound_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class MetadataEndpoint:
-    """One server's metadata listener: ``127.0.0.1:<port>``."""
+    """One server's metadata listener: ``127.0.0.1:<port>``.
+
+    Its state belongs to the service's event loop; other threads change it
+    through :meth:`reconcile` and :meth:`close_for_good`.
+    """
 
     def __init__(self, service: "MetadataService", server_id: str,
                  sock: socket.socket) -> None:
         self._service = service
         self.server_id = server_id
         self.port = sock.getsockname()[1]
-        self._reserved: socket.socket | None = sock
-        self._server: BaseWSGIServer | None = None
-        self._lock = threading.Lock()
-        self.closed_for_good = threading.Event()
+        self._unused: socket.socket | None = sock   # bound, not yet served
+        self._listener: asyncio.AbstractServer | None = None
+        self._http = web.Server(self._handle, handler_cancellation=True,
+                                keepalive_timeout=IDLE_SECONDS,
+                                access_log=None, loop=service.events.loop)
+        self._gone: asyncio.Event | None = None     # created in the loop
+        self.closed_for_good = False
 
     @property
     def url(self) -> str:
@@ -210,64 +234,98 @@ class MetadataEndpoint:
 
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        return self._listener is not None
 
     def reconcile(self) -> None:
         """Listen unless deleted or inside a ``refused`` outage."""
-        refused = self._service.backend.migrations.refused_at(self.server_id,
-                                                   boottime.now())
-        with self._lock:
-            if self.closed_for_good.is_set() or refused:
-                self._close()
-            else:
-                self._open()
+        refused = self._service.backend.migrations.refused_at(
+            self.server_id, boottime.now())
+        self._service.events.run(self._reconcile(refused))
 
-    def _open(self) -> None:
-        if self._server is not None:
+    async def _reconcile(self, refused: bool) -> None:
+        if self.closed_for_good or refused:
+            self._close()
+        else:
+            await self._open()
+
+    async def _open(self) -> None:
+        if self._listener is not None:
             return
-        if self._reserved is not None:
-            # first open: werkzeug binds itself, so release the reservation
-            # just before (same port, SO_REUSEADDR)
-            self._reserved.close()
-            self._reserved = None
+        sock, self._unused = self._unused, None
         for attempt in range(50):
             try:
-                self._server = serving.serve(self._service.wsgi_app(self),
-                                             self.port,
-                                             f"metadata-{self.port}")
-                break
+                if sock is None:
+                    sock = bound_socket(self.port)
+                self._listener = await self._service.events.loop.create_server(
+                    self._http, sock=sock, backlog=128)
+                return
             except OSError as e:
+                if sock is not None:
+                    sock.close()
+                    sock = None
                 if attempt == 49:
                     LOG.error("metadata %s: cannot reopen port %s: %s",
                               self.server_id, self.port, e)
                     return
-                threading.Event().wait(0.01)
+                await asyncio.sleep(0.01)
 
     def _close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            serving.close(server)
+        # closes the listening socket at once: new connects are refused
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def close_for_good(self) -> None:
-        self.closed_for_good.set()
-        with self._lock:
-            self._close()
-            if self._reserved is not None:
-                self._reserved.close()
-                self._reserved = None
+        self._service.events.call(self._close_for_good)
+
+    def _close_for_good(self) -> None:
+        self.closed_for_good = True
+        self._close()
+        if self._unused is not None:
+            self._unused.close()
+            self._unused = None
+        if self._gone is not None:
+            self._gone.set()        # held requests end, unanswered
+        for handler in self._http.connections:
+            handler.force_close()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self._service.handle(self, request)
+
+    async def held_until_gone(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the endpoint closes for good (the
+        client leaving cancels the request's task)."""
+        if self._gone is None:
+            self._gone = asyncio.Event()
+        if self.closed_for_good:
+            return
+        try:
+            await asyncio.wait_for(self._gone.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 class MetadataService:
-    """All metadata endpoints; implements :class:`~.model.backend.CloudListener`."""
+    """All metadata endpoints; implements :class:`~.model.backend.CloudListener`.
+
+    Every endpoint is served by one asyncio event loop in one thread
+    (:class:`~.serving.EventLoopThread`), whatever the number of guests and
+    of held connections.
+    """
 
     def __init__(self, backend: CloudBackend, scheduler: TimerThread,
-                 hang_limit: float = 30.0) -> None:
+                 hang_limit: float = 30.0,
+                 max_requests: int = MAX_REQUESTS_IN_FLIGHT) -> None:
         self.backend = backend
         self._scheduler = scheduler
         self.hang_limit = hang_limit
+        self.max_requests = max_requests
+        self.events = serving.EventLoopThread("devcloud-metadata")
         self._pool = _PortPool()
         self._endpoints: dict[str, MetadataEndpoint] = {}
         self._lock = threading.Lock()
+        self._in_flight = 0             # owned by the event loop
+        self.overloaded_answers = 0     # 503s for being full, since start
 
     def endpoint(self, server_id: str) -> MetadataEndpoint:
         """The server's endpoint, created (and opened) on first use."""
@@ -305,25 +363,39 @@ class MetadataService:
     def stop(self) -> None:
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
-        for endpoint in endpoints:
-            endpoint.close_for_good()
+        try:
+            for endpoint in endpoints:
+                endpoint.close_for_good()
+        finally:
+            self.events.stop()
 
-    # the WSGI application of an endpoint
+    # requests, in the event loop
 
-    def wsgi_app(self, endpoint: MetadataEndpoint):
-        def app(environ, start_response):
-            arrival = boottime.now()
-            request = Request(environ)
+    async def handle(self, endpoint: MetadataEndpoint,
+                     request: web.BaseRequest) -> web.StreamResponse:
+        arrival = boottime.now()
+        if self._in_flight >= self.max_requests:
+            self.overloaded_answers += 1
+            response = web.Response(status=503, body=b"devcloud metadata "
+                                    b"service overloaded\n")
+            response.force_close()
+            return response
+        self._in_flight += 1
+        try:
             response = self._answer(endpoint, request, arrival)
+            if response is _HOLD:
+                await endpoint.held_until_gone(self.hang_limit)
+                response = None
             if response is None:
-                _drop(environ)
-                response = Response(b"", status=500)
-            return response(environ, start_response)
-        return app
+                return _dropped(request)
+            return response
+        finally:
+            self._in_flight -= 1
 
-    def _answer(self, endpoint: MetadataEndpoint, request: Request,
-                arrival: float) -> Response | None:
-        """The response, or None to drop the connection unanswered."""
+    def _answer(self, endpoint: MetadataEndpoint, request: web.BaseRequest,
+                arrival: float):
+        """The response, None to drop the connection unanswered, or _HOLD
+        to hold it first."""
         view = self.backend.migrations.metadata_view(endpoint.server_id, arrival)
         if view is None:
             return None
@@ -334,46 +406,38 @@ class MetadataService:
             # as we can make it
             return None
         if kind is FaultKind.HANG:
-            self._hold(request.environ, endpoint)
-            return None
+            return _HOLD
         if kind is not None and kind.http_status is not None:
             status = kind.http_status
-            return self._response(request, view.host, status, "text/plain",
-                                  f"{status} devcloud metadata outage\n")
+            return _response(request, view.host, status, "text/plain",
+                             f"{status} devcloud metadata outage\n")
         if kind is FaultKind.WRONG_INSTANCE and view.outage.decoy is not None:
             identity = view.outage.decoy
         status, content_type, body = render(request.path, identity)
-        return self._response(request, view.host, status, content_type, body)
-
-    @staticmethod
-    def _response(request: Request, host: str, status: int,
-                  content_type: str, body: str) -> Response:
-        response = Response(body if request.method != "HEAD" else b"",
-                            status=status, content_type=content_type)
-        # which host served it: handy when reading a failing run
-        response.headers["X-Devcloud-Host"] = host
-        return response
-
-    def _hold(self, environ: dict, endpoint: MetadataEndpoint) -> None:
-        """Hold the connection until the client leaves, the endpoint goes
-        or ``hang_limit`` passes."""
-        sock: socket.socket | None = environ.get("werkzeug.socket")
-        deadline = boottime.now() + self.hang_limit
-        while sock is not None and boottime.now() < deadline:
-            if endpoint.closed_for_good.is_set():
-                return
-            try:
-                readable, _, _ = select.select([sock], [], [], 0.2)
-                if readable and not sock.recv(1, socket.MSG_PEEK):
-                    return              # the client closed its end
-            except OSError:
-                return
+        return _response(request, view.host, status, content_type, body)
 
 
-def _drop(environ: dict) -> None:
-    sock = environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+_HOLD = object()
+
+
+def _response(request: web.BaseRequest, host: str, status: int,
+              content_type: str, body: str) -> web.Response:
+    payload = body.encode() if request.method != "HEAD" else b""
+    # which host served it: handy when reading a failing run
+    return web.Response(status=status, body=payload,
+                        headers={"Content-Type": content_type,
+                                 "X-Devcloud-Host": host})
+
+
+def _dropped(request: web.BaseRequest) -> web.StreamResponse:
+    """Close the connection without a byte of answer.
+
+    aborting the transport sends nothing (an RST, no HTTP), which the
+    client sees as its server vanishing; aiohttp then has nothing to write
+    the returned (never sent) response to.
+    """
+    if request.transport is not None:
+        request.transport.abort()
+    response = web.Response(status=500)
+    response.force_close()
+    return response

@@ -22,6 +22,7 @@ import base64
 import logging
 import math
 import os
+import selectors
 import socket
 import threading
 import time
@@ -40,6 +41,13 @@ LOG = logging.getLogger(__name__)
 # after the command exits, how long to wait for output still in the pipes;
 # a detached child that kept stdout open must not hold the channel forever
 DRAIN_SECONDS = 1.0
+#: SSH connections open at once, every guest together: at the limit the
+#: gateway stops accepting until some close (each costs a thread, paramiko's).
+MAX_CONNECTIONS = 512
+#: Commands running at once, every guest together (each costs a thread).
+MAX_COMMANDS = 256
+#: How long an exec request waits for a free command slot before it is refused.
+COMMAND_SLOT_WAIT = 10.0
 
 
 class _DroppableSocket(socket.socket):
@@ -165,7 +173,11 @@ class GuestSshServer(paramiko.ServerInterface):
 
 
 class _Listener:
-    """Accept loop of one guest address; one thread per connection."""
+    """One guest address's listening socket and the connections it took.
+
+    Connections are accepted by the gateway's single :class:`_Acceptor`
+    thread; each then lives in its paramiko transport's own thread.
+    """
 
     def __init__(self, gateway: "SshGateway", server_id: str, address: str,
                  port: int, authorized: bytes | None) -> None:
@@ -173,52 +185,47 @@ class _Listener:
         self._gateway = gateway
         self._server_id = server_id
         self._authorized = authorized
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, port))
-        self._sock.listen(16)
-        self._stopped = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((address, port))
+            self.sock.listen(64)
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self._stopped = False
         self._connections: dict[paramiko.Transport, _DroppableSocket] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept_loop, daemon=True,
-                         name=f"ssh-{address}").start()
 
-    def _accept_loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return           # closed by stop()
-            threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                             name=f"ssh-conn-{self.address}").start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """Start the SSH server side of an accepted connection (the
+        handshake and everything after run in the transport's thread)."""
+        conn.setblocking(True)
         sock = _DroppableSocket(conn)
         transport = _Transport(sock)
         transport.add_server_key(self._gateway.host_key)
         with self._lock:
-            if self._stopped.is_set():
+            if self._stopped:
                 transport.close()
                 return
             self._connections[transport] = sock
         try:
-            transport.start_server(server=GuestSshServer(
-                self._gateway, self._server_id, self._authorized))
-            # commands start from check_channel_exec_request; accepting here
-            # drains paramiko's queue of opened channels, and the references
-            # kept matter: a garbage-collected Channel closes itself
-            channels: list[paramiko.Channel] = []
-            while transport.is_active() and not self._stopped.is_set():
-                channel = transport.accept(timeout=1)
-                channels = [c for c in channels if not c.closed]
-                if channel is not None:
-                    channels.append(channel)
+            transport.start_server(
+                event=threading.Event(),   # do not wait for the handshake
+                server=GuestSshServer(self._gateway, self._server_id,
+                                      self._authorized))
         except (paramiko.SSHException, EOFError, OSError) as e:
             LOG.debug("ssh %s: connection ended: %s", self.address, e)
-        finally:
             transport.close()
-            with self._lock:
-                self._connections.pop(transport, None)
+
+    def open_connections(self) -> int:
+        """How many connections are still open (ended ones are forgotten)."""
+        with self._lock:
+            for transport in [t for t in self._connections if not t.is_alive()]:
+                transport.close()
+                del self._connections[transport]
+            return len(self._connections)
 
     def drop_connections(self, seconds: float) -> int:
         """Drop the packets of every open connection for ``seconds``
@@ -233,18 +240,140 @@ class _Listener:
         """Close every open connection; returns how many there were."""
         with self._lock:
             transports = list(self._connections)
+            self._connections.clear()
         for transport in transports:
             transport.close()
         return len(transports)
 
     def stop(self) -> None:
-        self._stopped.set()
+        """Close the listening socket (the acceptor forgets it) and every
+        connection."""
+        with self._lock:
+            self._stopped = True
+        self._gateway.acceptor.remove(self)
+        self.close_connections()
+
+
+class _Acceptor:
+    """The one thread that accepts SSH connections, for every guest.
+
+    At ``max_connections`` open connections it stops accepting until some
+    close: new clients then wait in the listen backlog, as with an sshd at
+    its ``MaxStartups``, and get through once the load goes away.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._selector = selectors.DefaultSelector()
+        self._listeners: set[_Listener] = set()
+        self._changes: list[tuple[bool, _Listener]] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopped = False
+        self.full_since: float | None = None    # time.monotonic(), or None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="ssh-acceptor")
+        self._thread.start()
+
+    def add(self, listener: _Listener) -> None:
+        self._change(True, listener)
+
+    def remove(self, listener: _Listener) -> None:
+        self._change(False, listener)
+
+    def _change(self, add: bool, listener: _Listener) -> None:
+        with self._lock:
+            if self._stopped:
+                if not add:
+                    listener.sock.close()
+                return
+            self._changes.append((add, listener))
+        self._wake()
+
+    def _wake(self) -> None:
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._wake_w.send(b"x")
         except OSError:
             pass
-        self._sock.close()
-        self.close_connections()
+
+    def open_connections(self) -> int:
+        return sum(listener.open_connections()
+                   for listener in list(self._listeners))
+
+    def _apply_changes(self) -> None:
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for add, listener in changes:
+            if add:
+                self._selector.register(listener.sock, selectors.EVENT_READ,
+                                        listener)
+                self._listeners.add(listener)
+            elif listener in self._listeners:
+                self._listeners.discard(listener)
+                self._selector.unregister(listener.sock)
+                _close_listening(listener.sock)
+            else:
+                _close_listening(listener.sock)
+
+    def _run(self) -> None:
+        while True:
+            self._apply_changes()
+            if self._stopped:
+                break
+            full = self.open_connections() >= self.max_connections
+            if full and self.full_since is None:
+                LOG.warning("ssh: %d connections open, not accepting more "
+                            "until some close", self.max_connections)
+                self.full_since = time.monotonic()
+            elif not full:
+                self.full_since = None
+            # when full, only wake-ups and a periodic recount: the
+            # listeners' backlogs hold the waiting clients
+            ready = self._selector.select(timeout=0.5)
+            for key, _ in ready:
+                if key.data is None:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                elif not full:
+                    self._accept(key.data)
+            if full:
+                time.sleep(0.05)
+        for listener in list(self._listeners):
+            _close_listening(listener.sock)
+        self._listeners.clear()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    @staticmethod
+    def _accept(listener: _Listener) -> None:
+        try:
+            conn, _ = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            LOG.debug("ssh %s: accept failed: %s", listener.address, e)
+            return
+        listener.serve(conn)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._wake()
+        self._thread.join(timeout=5)
+
+
+def _close_listening(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 class SshGateway:
@@ -256,7 +385,9 @@ class SshGateway:
     """
 
     def __init__(self, backend: CloudBackend, guests: GuestManager,
-                 host_key: paramiko.PKey, port: int, user: str) -> None:
+                 host_key: paramiko.PKey, port: int, user: str,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_commands: int = MAX_COMMANDS) -> None:
         self._backend = backend
         self._guests = guests
         self.host_key = host_key
@@ -264,17 +395,43 @@ class SshGateway:
         self.user = user
         self._listeners: dict[str, dict[str, _Listener]] = {}
         self._lock = threading.Lock()
+        self.acceptor = _Acceptor(max_connections)
+        self._command_slots = threading.BoundedSemaphore(max_commands)
 
     def execute(self, server_id: str, channel: paramiko.Channel,
                 command: str) -> bool:
+        """Start ``command`` for an ``exec`` request (in the transport's
+        thread); False refuses the request."""
         guest = self._guests.guest(server_id)
         if guest is None:
             return False
-        replied = channel.get_transport().reply_event(channel)
-        threading.Thread(target=_run_command,
-                         args=(guest, channel, command, replied),
-                         daemon=True, name="ssh-exec").start()
+        transport = channel.get_transport()
+        # paramiko queues every opened channel for accept(); the command's
+        # thread keeps this one alive, so empty the queue instead
+        while transport.accept(timeout=0) is not None:
+            pass
+        # a full gateway answers slowly, then refuses; it never starts a
+        # thread past its bound
+        if not self._command_slots.acquire(timeout=COMMAND_SLOT_WAIT):
+            LOG.warning("guest %s: %d commands running, exec refused",
+                        server_id, MAX_COMMANDS)
+            return False
+        replied = transport.reply_event(channel)
+        try:
+            threading.Thread(target=self._command, daemon=True,
+                             name="ssh-exec",
+                             args=(guest, channel, command, replied)).start()
+        except RuntimeError:
+            self._command_slots.release()
+            raise
         return True
+
+    def _command(self, guest, channel: paramiko.Channel, command: str,
+                 replied: threading.Event) -> None:
+        try:
+            _run_command(guest, channel, command, replied)
+        finally:
+            self._command_slots.release()
 
     def _authorized_key(self, server: Server) -> bytes | None:
         """The keypair's public key as the guest saw it at first boot (the
@@ -295,8 +452,10 @@ class SshGateway:
                 if authorized is None:
                     authorized = self._authorized_key(server)
                 try:
-                    current[address] = _Listener(self, server.id, address,
-                                                 self.port, authorized)
+                    listener = _Listener(self, server.id, address, self.port,
+                                         authorized)
+                    self.acceptor.add(listener)
+                    current[address] = listener
                 except OSError as e:
                     LOG.error("guest %s: cannot listen on %s:%s: %s",
                               server.id, address, self.port, e)
@@ -340,56 +499,27 @@ class SshGateway:
             self._listeners.clear()
         for listener in every:
             listener.stop()
+        self.acceptor.stop()
 
 
 def _run_command(guest, channel: paramiko.Channel, command: str,
                  replied: threading.Event) -> None:
+    """Run one command in the guest, in one thread: its stdin from the
+    channel, its stdout and stderr to it, then its exit status."""
     replied.wait(timeout=2)
     try:
         proc = guest.spawn(command)
     except OSError as e:
-        channel.sendall_stderr(f"sh: {e}\n".encode())
-        channel.send_exit_status(127)
-        channel.close()
-        return
-
-    def pump_stdin() -> None:
         try:
-            while True:
-                data = channel.recv(32768)
-                if not data:          # EOF (shutdown_write) or closed
-                    break
-                proc.stdin.write(data)
-        except OSError:
-            pass                      # the command exited without reading
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-
-    def pump(fd: int, send) -> None:
-        try:
-            while True:
-                data = os.read(fd, 32768)
-                if not data:
-                    break
-                send(data)
-        except OSError:
+            channel.sendall_stderr(f"sh: {e}\n".encode())
+            channel.send_exit_status(127)
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
             pass
-
-    threading.Thread(target=pump_stdin, daemon=True).start()
-    pumps = [threading.Thread(target=pump, args=(proc.stdout.fileno(),
-                                                 channel.sendall), daemon=True),
-             threading.Thread(target=pump, args=(proc.stderr.fileno(),
-                                                 channel.sendall_stderr),
-                              daemon=True)]
-    for thread in pumps:
-        thread.start()
-    status = proc.wait()
-    for thread in pumps:
-        thread.join(DRAIN_SECONDS)
+        return
     try:
+        _pump(proc, channel)
+        status = proc.wait()
         # after the output: rally's client stops reading at the exit status
         channel.send_exit_status(status if status >= 0 else 128 - status)
         channel.shutdown_write()
@@ -397,8 +527,81 @@ def _run_command(guest, channel: paramiko.Channel, command: str,
     except (OSError, EOFError, paramiko.SSHException):
         pass
     finally:
-        # close only drained pipes: closing an fd another thread still reads
-        # would let the number be reused under it
-        for stream, thread in zip((proc.stdout, proc.stderr), pumps):
-            if not thread.is_alive():
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            try:
                 stream.close()
+            except OSError:
+                pass
+
+
+def _pump(proc, channel: paramiko.Channel) -> None:
+    """Copy channel -> stdin and stdout/stderr -> channel until the command
+    has exited and its output is drained (or DRAIN_SECONDS after its exit,
+    for a detached child that kept the pipes open)."""
+    selector = selectors.DefaultSelector()
+    stdin = proc.stdin.fileno()
+    outputs = {proc.stdout.fileno(): channel.sendall,
+               proc.stderr.fileno(): channel.sendall_stderr}
+    try:
+        for fd in outputs:
+            selector.register(fd, selectors.EVENT_READ)
+        # paramiko makes a channel selectable through a pipe it signals
+        selector.register(channel, selectors.EVENT_READ)
+        reading_channel = True
+        channel_paused = False
+        pending = b""                   # channel data stdin has not taken
+        os.set_blocking(stdin, False)
+        drain_until = None
+        while outputs:
+            if drain_until is None and proc.poll() is not None:
+                drain_until = time.monotonic() + DRAIN_SECONDS
+            if drain_until is not None and time.monotonic() >= drain_until:
+                break
+            for key, _ in selector.select(timeout=0.1):
+                if key.fileobj is channel:
+                    if channel.recv_ready():
+                        pending += channel.recv(32768)
+                    elif channel.eof_received or channel.closed:
+                        selector.unregister(channel)   # EOF for stdin
+                        reading_channel = False
+                elif key.fd in outputs:
+                    try:
+                        data = os.read(key.fd, 32768)
+                    except OSError:
+                        data = b""
+                    if data:
+                        outputs[key.fd](data)
+                    else:
+                        selector.unregister(key.fd)
+                        del outputs[key.fd]
+            pending = _feed(stdin, pending)
+            # a command that does not read its stdin: stop taking more
+            # (the client's window then fills) instead of buffering it all
+            if reading_channel and channel_paused != (len(pending) > STDIN_BUFFER):
+                channel_paused = not channel_paused
+                if channel_paused:
+                    selector.unregister(channel)
+                else:
+                    selector.register(channel, selectors.EVENT_READ)
+            if not reading_channel and not pending and stdin >= 0:
+                proc.stdin.close()      # EOF for the command
+                stdin = -1
+    finally:
+        selector.close()
+
+
+#: Bytes of stdin the gateway buffers for a command that is not reading it.
+STDIN_BUFFER = 1 << 20
+
+
+def _feed(stdin: int, pending: bytes) -> bytes:
+    """Write what stdin takes now; the rest stays pending."""
+    if stdin < 0 or not pending:
+        return b"" if stdin < 0 else pending
+    try:
+        written = os.write(stdin, pending)
+    except BlockingIOError:
+        return pending
+    except OSError:
+        return b""                      # the command exited without reading
+    return pending[written:]

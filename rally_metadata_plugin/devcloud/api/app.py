@@ -97,15 +97,16 @@ class ApiApp:
 
 
 class ApiServer:
-    """Threaded werkzeug server for :class:`ApiApp` on 127.0.0.1."""
+    """:class:`ApiApp` on 127.0.0.1, served by a bounded
+    :class:`~rally_metadata_plugin.devcloud.serving.WsgiServer`."""
 
     def __init__(self, app: ApiApp, port: int = 0, middleware=None) -> None:
         # middleware: an optional WSGI wrapper (the conformance checker)
-        self._server = serving.serve(middleware(app) if middleware else app,
-                                     port, "devcloud-api")
-        self.port = self._server.server_port
+        self._server = serving.WsgiServer(middleware(app) if middleware else app,
+                                          port, "devcloud-api")
+        self.port = self._server.port
         self.base_url = f"http://127.0.0.1:{self.port}"
         app.base_url = self.base_url
 
     def stop(self) -> None:
-        serving.close(self._server)
+        self._server.close()
