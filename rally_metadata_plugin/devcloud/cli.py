@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 try:
-    from rally_metadata_plugin.devcloud import lifetime, profiles
+    from rally_metadata_plugin.devcloud import lifetime, limits, profiles
     from rally_metadata_plugin.devcloud.cloud import DevCloud
     from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
                                                        default_users)
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check every Nova response against tempest's "
                             "schemas, one JSON line per call into this "
                             "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
+    limits_group = serve.add_argument_group(
+        "load limits", "what the servers take on at once; past it they "
+        "answer slowly or with 503, never by growing without bound")
+    limits_group.add_argument("--api-connection-limit", type=int,
+                              default=limits.API_CONNECTIONS)
+    limits_group.add_argument("--metadata-connection-limit", type=int,
+                              default=limits.METADATA_CONNECTIONS)
+    limits_group.add_argument("--ssh-connection-limit", type=int,
+                              default=limits.SSH_CONNECTIONS)
+    limits_group.add_argument("--ssh-command-limit", type=int,
+                              default=limits.SSH_COMMANDS)
     serve.add_argument("--log-level", default="WARNING")
     serve.add_argument("--outlive-parent", action="store_true",
                        help="keep serving when the process that started it exits")
@@ -90,7 +101,11 @@ def serve(args: argparse.Namespace) -> int:
         nova_version=args.nova_version, users=default_users(args.users),
         local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
         down_hosts=args.down_hosts,
-        conformance_log=args.conformance_log)
+        conformance_log=args.conformance_log,
+        api_connection_limit=args.api_connection_limit,
+        metadata_connection_limit=args.metadata_connection_limit,
+        ssh_connection_limit=args.ssh_connection_limit,
+        ssh_command_limit=args.ssh_command_limit)
     stop = threading.Event()
     lifetime.handle_stop_signals(lambda *_: stop.set())
     if not args.outlive_parent:

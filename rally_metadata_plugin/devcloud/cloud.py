@@ -108,13 +108,15 @@ class DevCloud:
                                     random.Random(config.seed))
         self._truth = TruthLog(state / "truth.jsonl")
         self.metadata = MetadataService(self.backend, self._timers,
-                                        config.hang_limit)
+                                        config.hang_limit,
+                                        config.metadata_connection_limit)
         self.guests = GuestManager(self.backend, state / "guests",
                                    self.metadata.url, config.ssh_user,
                                    config.busybox)
         self.ssh = SshGateway(self.backend, self.guests,
                               keys.generate_host_key(), config.ssh_port,
-                              config.ssh_user)
+                              config.ssh_user, config.ssh_connection_limit,
+                              config.ssh_command_limit)
         self.engine = MigrationEngine(self.backend, self.profile, config.seed,
                                       self.guests, self._truth,
                                       effects=(self.guests, self.ssh))
@@ -124,7 +126,8 @@ class DevCloud:
         self._request_log = RequestLog(state / "requests.log")
         app = ApiApp(self.backend, self._request_log,
                      {"truth": self._truth, "profile": self.profile.name})
-        self._api = ApiServer(app, config.port, self._conformance(state))
+        self._api = ApiServer(app, config.port, self._conformance(state),
+                              config.api_connection_limit)
 
     def _conformance(self, state: Path):
         """The WSGI wrapper checking Nova's responses against tempest's

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 from pathlib import Path
 
+from rally_metadata_plugin.devcloud import limits
 from rally_metadata_plugin.devcloud.profiles import Profile
 
 
@@ -57,6 +58,14 @@ class DevCloudConfig:
         ``test`` extra); $RMP_DEVCLOUD_CONFORMANCE when None.
     :param busybox: the busybox binary whose ``sh`` the guests run (None:
         ``busybox`` on PATH; /bin/sh when there is none).
+    :param api_connection_limit: open API connections before the API stops
+        accepting (clients then wait in the backlog).
+    :param metadata_connection_limit: open metadata connections, all guests
+        together, past which a new one is answered 503.
+    :param ssh_connection_limit: open SSH connections, all guests together,
+        before the gateway stops accepting (clients then wait).
+    :param ssh_command_limit: commands running at once over SSH, all guests
+        together; an exec request past it waits, then is refused.
     """
 
     state_dir: Path
@@ -78,11 +87,19 @@ class DevCloudConfig:
     down_hosts: tuple[str, ...] = ()
     conformance_log: Path | None = None
     busybox: str | None = None
+    api_connection_limit: int = limits.API_CONNECTIONS
+    metadata_connection_limit: int = limits.METADATA_CONNECTIONS
+    ssh_connection_limit: int = limits.SSH_CONNECTIONS
+    ssh_command_limit: int = limits.SSH_COMMANDS
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         if self.hypervisors < 1:
             raise ValueError("hypervisors must be >= 1")
+        for field in ("api_connection_limit", "metadata_connection_limit",
+                      "ssh_connection_limit", "ssh_command_limit"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1")
         network = ipaddress.ip_network(self.floating_cidr)
         if not network.is_loopback:
             # guests bind real sockets on their floating IPs

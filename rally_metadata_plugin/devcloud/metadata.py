@@ -32,7 +32,7 @@ from typing import Iterable
 from aiohttp import web
 
 from rally_metadata_plugin.core.faults import FaultKind
-from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud import boottime, limits
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.migrations import (
@@ -144,14 +144,35 @@ def render(path: str, identity: InstanceIdentity) -> tuple[int, str, str]:
 
 # -- endpoints --------------------------------------------------------------------
 
-#: Requests the metadata service handles at once, every endpoint together
-#: (held ``hang`` requests included). Past it a request is answered 503 at
-#: once, what nova's metadata API says behind haproxy when its backends are
-#: full, instead of piling up until the process runs out of descriptors.
-MAX_REQUESTS_IN_FLIGHT = 4096
-#: An idle keep-alive connection is closed after this many seconds (the
-#: guests' probes send one request per connection anyway).
-IDLE_SECONDS = 5.0
+_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\n"
+               b"Content-Type: text/plain\r\nContent-Length: 37\r\n"
+               b"Connection: close\r\n\r\n"
+               b"devcloud metadata service overloaded\n")
+
+
+class _Overloaded(asyncio.Protocol):
+    """A connection past the service's limit: 503, then closed.
+
+    The answer goes first, then a FIN; the connection is closed once the
+    client has closed its side (or after a second). Closing with the
+    client's request still unread would send an RST, which can reach the
+    client before the 503 does.
+    """
+
+    def connection_made(self, transport) -> None:
+        transport.write(_OVERLOADED)
+        transport.write_eof()
+        self._deadline = asyncio.get_running_loop().call_later(
+            1.0, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass                # the request, unread
+
+    def eof_received(self) -> bool:
+        return False        # close the transport
+
+    def connection_lost(self, exc) -> None:
+        self._deadline.cancel()
 
 
 class _PortPool:
@@ -223,7 +244,7 @@ class MetadataEndpoint:
         self._unused: socket.socket | None = sock   # bound, not yet served
         self._listener: asyncio.AbstractServer | None = None
         self._http = web.Server(self._handle, handler_cancellation=True,
-                                keepalive_timeout=IDLE_SECONDS,
+                                keepalive_timeout=limits.METADATA_IDLE_SECONDS,
                                 access_log=None, loop=service.events.loop)
         self._gone: asyncio.Event | None = None     # created in the loop
         self.closed_for_good = False
@@ -257,7 +278,7 @@ class MetadataEndpoint:
                 if sock is None:
                     sock = bound_socket(self.port)
                 self._listener = await self._service.events.loop.create_server(
-                    self._http, sock=sock, backlog=128)
+                    self._protocol, sock=sock, backlog=128)
                 return
             except OSError as e:
                 if sock is not None:
@@ -289,6 +310,15 @@ class MetadataEndpoint:
         for handler in self._http.connections:
             handler.force_close()
 
+    def connections(self) -> int:
+        return len(self._http.connections)
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        if self._service.full():
+            self._service.overloaded_answers += 1
+            return _Overloaded()
+        return self._http()
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         return await self._service.handle(self, request)
 
@@ -315,16 +345,15 @@ class MetadataService:
 
     def __init__(self, backend: CloudBackend, scheduler: TimerThread,
                  hang_limit: float = 30.0,
-                 max_requests: int = MAX_REQUESTS_IN_FLIGHT) -> None:
+                 max_connections: int = limits.METADATA_CONNECTIONS) -> None:
         self.backend = backend
         self._scheduler = scheduler
         self.hang_limit = hang_limit
-        self.max_requests = max_requests
+        self.max_connections = max_connections
         self.events = serving.EventLoopThread("devcloud-metadata")
         self._pool = _PortPool()
         self._endpoints: dict[str, MetadataEndpoint] = {}
         self._lock = threading.Lock()
-        self._in_flight = 0             # owned by the event loop
         self.overloaded_answers = 0     # 503s for being full, since start
 
     def endpoint(self, server_id: str) -> MetadataEndpoint:
@@ -371,26 +400,23 @@ class MetadataService:
 
     # requests, in the event loop
 
+    def full(self) -> bool:
+        """Whether the open connections reached ``max_connections`` (asked
+        in the event loop, which owns every endpoint's connections)."""
+        with self._lock:
+            endpoints = list(self._endpoints.values())
+        return sum(e.connections() for e in endpoints) >= self.max_connections
+
     async def handle(self, endpoint: MetadataEndpoint,
                      request: web.BaseRequest) -> web.StreamResponse:
         arrival = boottime.now()
-        if self._in_flight >= self.max_requests:
-            self.overloaded_answers += 1
-            response = web.Response(status=503, body=b"devcloud metadata "
-                                    b"service overloaded\n")
-            response.force_close()
-            return response
-        self._in_flight += 1
-        try:
-            response = self._answer(endpoint, request, arrival)
-            if response is _HOLD:
-                await endpoint.held_until_gone(self.hang_limit)
-                response = None
-            if response is None:
-                return _dropped(request)
-            return response
-        finally:
-            self._in_flight -= 1
+        response = self._answer(endpoint, request, arrival)
+        if response is _HOLD:
+            await endpoint.held_until_gone(self.hang_limit)
+            response = None
+        if response is None:
+            return _dropped(request)
+        return response
 
     def _answer(self, endpoint: MetadataEndpoint, request: web.BaseRequest,
                 arrival: float):

@@ -29,22 +29,11 @@ from typing import Any, Awaitable, Callable, TypeVar
 from waitress import wasyncore
 from waitress.server import create_server
 
+from rally_metadata_plugin.devcloud import limits
+
 LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: waitress worker threads for the APIs. API calls are short (the model holds
-#: its lock for microseconds); a handful of workers keeps up with rally at
-#: concurrency 200 and stays bounded.
-API_THREADS = 8
-#: Open API connections waitress holds before it stops accepting. Rally keeps
-#: a keep-alive connection per client per scenario thread (nova, neutron,
-#: keystone, glance), so 200 scenario threads mean some 800 idle connections;
-#: an idle one costs a file descriptor only.
-API_CONNECTION_LIMIT = 2000
-#: An idle API connection is closed after this many seconds.
-API_IDLE_SECONDS = 60
-
 
 def raise_open_file_limit() -> int:
     """Raise this process's soft limit of open files to its hard limit.
@@ -69,11 +58,11 @@ class WsgiServer:
     daemon thread (see the module docstring for its bounds)."""
 
     def __init__(self, app, port: int, name: str,
-                 threads: int = API_THREADS,
-                 connection_limit: int = API_CONNECTION_LIMIT) -> None:
+                 threads: int = limits.API_THREADS,
+                 connection_limit: int = limits.API_CONNECTIONS) -> None:
         self._server = create_server(
             app, host="127.0.0.1", port=port, threads=threads,
-            connection_limit=connection_limit, channel_timeout=API_IDLE_SECONDS,
+            connection_limit=connection_limit, channel_timeout=limits.API_IDLE_SECONDS,
             backlog=1024, ident="devcloud", expose_tracebacks=False,
             clear_untrusted_proxy_headers=True)
         self.port: int = self._server.effective_port

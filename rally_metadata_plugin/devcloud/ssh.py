@@ -30,7 +30,7 @@ import time
 import paramiko
 from paramiko.common import MSG_CHANNEL_FAILURE, MSG_CHANNEL_SUCCESS
 
-from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud import boottime, limits
 from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
@@ -41,14 +41,6 @@ LOG = logging.getLogger(__name__)
 # after the command exits, how long to wait for output still in the pipes;
 # a detached child that kept stdout open must not hold the channel forever
 DRAIN_SECONDS = 1.0
-#: SSH connections open at once, every guest together: at the limit the
-#: gateway stops accepting until some close (each costs a thread, paramiko's).
-MAX_CONNECTIONS = 512
-#: Commands running at once, every guest together (each costs a thread).
-MAX_COMMANDS = 256
-#: How long an exec request waits for a free command slot before it is refused.
-COMMAND_SLOT_WAIT = 10.0
-
 
 class _DroppableSocket(socket.socket):
     """An accepted connection whose packets can be dropped for a while.
@@ -111,6 +103,18 @@ class _Transport(paramiko.Transport):
         super().__init__(sock)
         self._replies: dict[int, threading.Event] = {}
         self._replies_lock = threading.Lock()
+        self._kept_channels: list[paramiko.Channel] = []
+
+    def keep_opened_channels(self) -> None:
+        """Move the channels paramiko queued for ``accept()`` to a list of
+        our own, forgetting closed ones (a garbage-collected Channel closes
+        itself, so an opened one must stay referenced until it is done)."""
+        opened = []
+        while (channel := self.accept(timeout=0)) is not None:
+            opened.append(channel)
+        with self._replies_lock:
+            self._kept_channels = [c for c in self._kept_channels + opened
+                              if not c.closed]
 
     def reply_event(self, channel: paramiko.Channel) -> threading.Event:
         with self._replies_lock:
@@ -386,8 +390,8 @@ class SshGateway:
 
     def __init__(self, backend: CloudBackend, guests: GuestManager,
                  host_key: paramiko.PKey, port: int, user: str,
-                 max_connections: int = MAX_CONNECTIONS,
-                 max_commands: int = MAX_COMMANDS) -> None:
+                 max_connections: int = limits.SSH_CONNECTIONS,
+                 max_commands: int = limits.SSH_COMMANDS) -> None:
         self._backend = backend
         self._guests = guests
         self.host_key = host_key
@@ -396,6 +400,7 @@ class SshGateway:
         self._listeners: dict[str, dict[str, _Listener]] = {}
         self._lock = threading.Lock()
         self.acceptor = _Acceptor(max_connections)
+        self.max_commands = max_commands
         self._command_slots = threading.BoundedSemaphore(max_commands)
 
     def execute(self, server_id: str, channel: paramiko.Channel,
@@ -406,15 +411,12 @@ class SshGateway:
         if guest is None:
             return False
         transport = channel.get_transport()
-        # paramiko queues every opened channel for accept(); the command's
-        # thread keeps this one alive, so empty the queue instead
-        while transport.accept(timeout=0) is not None:
-            pass
+        transport.keep_opened_channels()
         # a full gateway answers slowly, then refuses; it never starts a
         # thread past its bound
-        if not self._command_slots.acquire(timeout=COMMAND_SLOT_WAIT):
+        if not self._command_slots.acquire(timeout=limits.SSH_COMMAND_SLOT_WAIT):
             LOG.warning("guest %s: %d commands running, exec refused",
-                        server_id, MAX_COMMANDS)
+                        server_id, self.max_commands)
             return False
         replied = transport.reply_event(channel)
         try:

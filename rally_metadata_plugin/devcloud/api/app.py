@@ -20,7 +20,7 @@ from rally_metadata_plugin.devcloud import exceptions as exc
 from rally_metadata_plugin.devcloud.api import urls
 from rally_metadata_plugin.devcloud.api.base import (Call, RequestLog,
                                                      error_response)
-from rally_metadata_plugin.devcloud import serving
+from rally_metadata_plugin.devcloud import limits, serving
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.identity import Caller
 
@@ -100,10 +100,12 @@ class ApiServer:
     """:class:`ApiApp` on 127.0.0.1, served by a bounded
     :class:`~rally_metadata_plugin.devcloud.serving.WsgiServer`."""
 
-    def __init__(self, app: ApiApp, port: int = 0, middleware=None) -> None:
+    def __init__(self, app: ApiApp, port: int = 0, middleware=None,
+                 connection_limit: int = limits.API_CONNECTIONS) -> None:
         # middleware: an optional WSGI wrapper (the conformance checker)
         self._server = serving.WsgiServer(middleware(app) if middleware else app,
-                                          port, "devcloud-api")
+                                          port, "devcloud-api",
+                                          connection_limit=connection_limit)
         self.port = self._server.port
         self.base_url = f"http://127.0.0.1:{self.port}"
         app.base_url = self.base_url
