@@ -13,8 +13,10 @@ serving then); it kills every guest process and exits 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -107,6 +109,9 @@ def serve(args: argparse.Namespace) -> int:
         ssh_connection_limit=args.ssh_connection_limit,
         ssh_command_limit=args.ssh_command_limit)
     stop = threading.Event()
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck
+    # devcloud is waiting for
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     lifetime.handle_stop_signals(lambda *_: stop.set())
     if not args.outlive_parent:
         lifetime.stop_with_parent(stop.set)

@@ -392,11 +392,18 @@ class MetadataService:
     def stop(self) -> None:
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
-        try:
+
+        def close_all() -> None:
             for endpoint in endpoints:
-                endpoint.close_for_good()
+                endpoint._close_for_good()
+        try:
+            # one trip to the loop for all of them, and a short one: a stop
+            # must not wait on a busy loop (stopping it drops what is left)
+            self.events.call(close_all, timeout=2.0)
+        except Exception as e:
+            LOG.warning("metadata endpoints not closed in time: %r", e)
         finally:
-            self.events.stop()
+            self.events.stop(timeout=2.0)
 
     # requests, in the event loop
 
