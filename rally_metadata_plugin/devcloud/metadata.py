@@ -247,6 +247,7 @@ class MetadataEndpoint:
                                 keepalive_timeout=limits.METADATA_IDLE_SECONDS,
                                 access_log=None, loop=service.events.loop)
         self._gone: asyncio.Event | None = None     # created in the loop
+        self._switching = asyncio.Lock()
         self.closed_for_good = False
 
     @property
@@ -259,15 +260,19 @@ class MetadataEndpoint:
 
     def reconcile(self) -> None:
         """Listen unless deleted or inside a ``refused`` outage."""
-        refused = self._service.backend.migrations.refused_at(
-            self.server_id, boottime.now())
-        self._service.events.run(self._reconcile(refused))
+        self._service.events.run(self._reconcile())
 
-    async def _reconcile(self, refused: bool) -> None:
-        if self.closed_for_good or refused:
-            self._close()
-        else:
-            await self._open()
+    async def _reconcile(self) -> None:
+        # one at a time, deciding inside: opening awaits, and two reconciles
+        # interleaved there would bind the port twice (one listener leaked,
+        # the port lost for good) or apply a stale decision last
+        async with self._switching:
+            refused = self._service.backend.migrations.refused_at(
+                self.server_id, boottime.now())
+            if self.closed_for_good or refused:
+                self._close()
+            else:
+                await self._open()
 
     async def _open(self) -> None:
         if self._listener is not None:
@@ -279,6 +284,8 @@ class MetadataEndpoint:
                     sock = bound_socket(self.port)
                 self._listener = await self._service.events.loop.create_server(
                     self._protocol, sock=sock, backlog=128)
+                if self.closed_for_good:    # deleted while it opened
+                    self._close()
                 return
             except OSError as e:
                 if sock is not None:

@@ -32,6 +32,9 @@ from waitress.server import create_server
 from rally_metadata_plugin.devcloud import limits
 
 LOG = logging.getLogger(__name__)
+# waitress warns at every queued request; queueing is how the API slows down
+# under load by design, so only its errors are worth a line
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 

@@ -1,0 +1,51 @@
+"""A metadata endpoint's listener under concurrent open/close decisions.
+
+A ``refused`` outage closes an endpoint's listening socket and its end
+reopens it on the same port, decided by whichever thread notices first (the
+timer thread, a server change). Interleaved decisions once leaked a listener,
+and the port could never be reopened: the guest saw an endless outage.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from types import SimpleNamespace
+
+from rally_metadata_plugin.devcloud.metadata import MetadataService
+from rally_metadata_plugin.devcloud.timers import TimerThread
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+def test_concurrent_reconciles_leave_exactly_the_decided_state():
+    state = {"refused": False}
+    backend = SimpleNamespace(migrations=SimpleNamespace(
+        refused_at=lambda server_id, when: state["refused"]))
+    timers = TimerThread()
+    timers.start()
+    service = MetadataService(backend, timers)
+    try:
+        endpoint = service.endpoint("server-1")
+        assert _accepts(endpoint.port)
+        for round_ in range(30):
+            state["refused"] = round_ % 2 == 0
+            threads = [threading.Thread(target=endpoint.reconcile)
+                       for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+            assert endpoint.listening is not state["refused"], round_
+            assert _accepts(endpoint.port) is not state["refused"], round_
+        service.server_deleted(SimpleNamespace(id="server-1"))
+        assert not _accepts(endpoint.port)
+    finally:
+        service.stop()
+        timers.stop()
