@@ -22,6 +22,7 @@ those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import random
@@ -258,9 +259,17 @@ class MetadataEndpoint:
     def listening(self) -> bool:
         return self._listener is not None
 
-    def reconcile(self) -> None:
-        """Listen unless deleted or inside a ``refused`` outage."""
-        self._service.events.run(self._reconcile())
+    def reconcile(self) -> concurrent.futures.Future:
+        """Listen unless deleted or inside a ``refused`` outage.
+
+        Decided and done in the event loop, soon; the caller does not wait
+        (the returned future says when it is done). Callers include API
+        threads that may hold the model's lock, which the loop needs to
+        answer requests: waiting here would deadlock, and under load an API
+        call must not stall on the metadata service anyway.
+        """
+        return asyncio.run_coroutine_threadsafe(self._reconcile(),
+                                                self._service.events.loop)
 
     async def _reconcile(self) -> None:
         # one at a time, deciding inside: opening awaits, and two reconciles
@@ -304,7 +313,8 @@ class MetadataEndpoint:
             listener.close()
 
     def close_for_good(self) -> None:
-        self._service.events.call(self._close_for_good)
+        """Stop listening for good, soon (see :meth:`reconcile`)."""
+        self._service.events.loop.call_soon_threadsafe(self._close_for_good)
 
     def _close_for_good(self) -> None:
         self.closed_for_good = True

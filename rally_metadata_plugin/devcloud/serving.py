@@ -74,16 +74,13 @@ class WsgiServer:
         self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop listening now, close every connection, stop the workers.
+        """Stop listening, close every connection, stop the workers.
 
-        Shutting down the listening socket makes new connects fail with
-        ECONNREFUSED at once; the rest happens in the I/O thread (waitress'
-        socket map is not thread-safe), which then returns from its loop.
+        All in the I/O thread (waitress' socket map is not thread-safe, and a
+        listening socket shut down behind its back makes its accept() fail
+        in a loop); closing the listening socket there makes new connects
+        fail with ECONNREFUSED, and the loop returns once the map is empty.
         """
-        try:
-            self._server.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         server = self._server
 
         def close_all() -> None:

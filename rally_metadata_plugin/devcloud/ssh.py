@@ -209,11 +209,6 @@ class _Listener:
         sock = _DroppableSocket(conn)
         transport = _Transport(sock)
         transport.add_server_key(self._gateway.host_key)
-        with self._lock:
-            if self._stopped:
-                transport.close()
-                return
-            self._connections[transport] = sock
         try:
             transport.start_server(
                 event=threading.Event(),   # do not wait for the handshake
@@ -222,20 +217,31 @@ class _Listener:
         except (paramiko.SSHException, EOFError, OSError) as e:
             LOG.debug("ssh %s: connection ended: %s", self.address, e)
             transport.close()
+            return
+        # known once active: _open() forgets inactive transports
+        with self._lock:
+            if not self._stopped:
+                self._connections[transport] = sock
+                return
+        transport.close()
+
+    def _open(self) -> dict[paramiko.Transport, _DroppableSocket]:
+        """The open connections (under the lock); ended ones are forgotten."""
+        for transport in [t for t in self._connections
+                          if not (t.is_active() and t.is_alive())]:
+            transport.close()
+            del self._connections[transport]
+        return self._connections
 
     def open_connections(self) -> int:
-        """How many connections are still open (ended ones are forgotten)."""
         with self._lock:
-            for transport in [t for t in self._connections if not t.is_alive()]:
-                transport.close()
-                del self._connections[transport]
-            return len(self._connections)
+            return len(self._open())
 
     def drop_connections(self, seconds: float) -> int:
         """Drop the packets of every open connection for ``seconds``
         (``math.inf``: for good); returns how many there were."""
         with self._lock:
-            sockets = list(self._connections.values())
+            sockets = list(self._open().values())
         for sock in sockets:
             sock.drop(seconds)
         return len(sockets)
@@ -243,7 +249,7 @@ class _Listener:
     def close_connections(self) -> int:
         """Close every open connection; returns how many there were."""
         with self._lock:
-            transports = list(self._connections)
+            transports = list(self._open())
             self._connections.clear()
         for transport in transports:
             transport.close()

@@ -33,18 +33,23 @@ def test_concurrent_reconciles_leave_exactly_the_decided_state():
     service = MetadataService(backend, timers)
     try:
         endpoint = service.endpoint("server-1")
+        endpoint.reconcile().result(10)     # opened soon, not at once
         assert _accepts(endpoint.port)
         for round_ in range(30):
             state["refused"] = round_ % 2 == 0
-            threads = [threading.Thread(target=endpoint.reconcile)
-                       for _ in range(8)]
+            done = []
+            threads = [threading.Thread(
+                target=lambda: done.append(endpoint.reconcile())) for _ in range(8)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join(10)
+            for future in done:
+                future.result(10)
             assert endpoint.listening is not state["refused"], round_
             assert _accepts(endpoint.port) is not state["refused"], round_
         service.server_deleted(SimpleNamespace(id="server-1"))
+        service.events.call(lambda: None)   # after the close, in the loop
         assert not _accepts(endpoint.port)
     finally:
         service.stop()
