@@ -54,8 +54,10 @@ class NetworkBaselineError(NetworkMeterError):
     """The guest's address never answered before the first migration."""
 
 
-def unavailable(mode: str, which: Callable[[str], Optional[str]] = shutil.which) -> Optional[str]:
+def unavailable(mode: str,
+                which: Optional[Callable[[str], Optional[str]]] = None) -> Optional[str]:
     """Why the network meter cannot run on this host in ``mode``, or ``None``."""
+    which = which or shutil.which
     if mode == probes.ICMP and which(probes.PING) is None:
         return ("network_probe 'icmp' needs the ping command on the Rally host, and there is "
                 "none in PATH: install it (iputils-ping, or busybox), or set network_probe to "
