@@ -173,20 +173,26 @@ class _Listener:
         self._gateway = gateway
         self._server_id = server_id
         self._authorized = authorized
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, port))
-        self._sock.listen(16)
+        self._port = port
         self._stopped = threading.Event()
         self._connections: dict[paramiko.Transport, _DroppableSocket] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept_loop, daemon=True,
-                         name=f"ssh-{address}").start()
+        self._sock: socket.socket | None = None
+        self._listen()
 
-    def _accept_loop(self) -> None:
+    def _listen(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.address, self._port))
+        sock.listen(16)
+        self._sock = sock
+        threading.Thread(target=self._accept_loop, args=(sock,), daemon=True,
+                         name=f"ssh-{self.address}").start()
+
+    def _accept_loop(self, sock: socket.socket) -> None:
         while not self._stopped.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return           # closed by stop()
             threading.Thread(target=self._serve, args=(conn,), daemon=True,
@@ -237,14 +243,44 @@ class _Listener:
             transport.close()
         return len(transports)
 
+    def refuse_connections(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (new connections are refused, open
+        ones are left alone), then listen again: the address is off the
+        network."""
+        with self._lock:
+            if self._stopped.is_set() or self._sock is None:
+                return
+            _close_listening(self._sock)
+            self._sock = None
+        timer = threading.Timer(seconds, self._listen_again)
+        timer.daemon = True
+        timer.start()
+
+    def _listen_again(self) -> None:
+        with self._lock:
+            if self._stopped.is_set() or self._sock is not None:
+                return
+            try:
+                self._listen()
+            except OSError as e:
+                LOG.error("ssh %s: cannot listen again: %s", self.address, e)
+
     def stop(self) -> None:
-        self._stopped.set()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        with self._lock:
+            self._stopped.set()
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            _close_listening(sock)
         self.close_connections()
+
+
+def _close_listening(sock: socket.socket) -> None:
+    """Close a listening socket, waking the thread blocked in its accept()."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 class SshGateway:
@@ -333,6 +369,15 @@ class SshGateway:
                else start + plan.ssh_blackhole)
         return {"ssh_blackhole_start": start, "ssh_blackhole_end": end,
                 "ssh_blackhole_connections": dropped}
+
+    def refuse_connections(self, server_id: str, seconds: float) -> int:
+        """The server's floating IPs refuse new connections for ``seconds``;
+        returns how many addresses stopped listening."""
+        with self._lock:
+            listeners = list(self._listeners.get(server_id, {}).values())
+        for listener in listeners:
+            listener.refuse_connections(seconds)
+        return len(listeners)
 
     def stop(self) -> None:
         with self._lock:
