@@ -369,3 +369,38 @@ def test_a_guest_that_never_answers_fails_the_baseline_with_a_sentence():
         with pytest.raises(network_meter.NetworkBaselineError,
                            match="never answered.*tcp:refused.*nothing listens"):
             meter.wait_for_baseline(3, 1.0)
+
+
+def group_members(pgid):
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def test_probes_start_on_schedule_while_earlier_ones_hang(tmp_path, monkeypatch):
+    fake = tmp_path / "ping"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")  # never answers
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    settings = probes.NetworkProbeSettings(probes.ICMP, "10.255.0.1", interval=0.05,
+                                           timeout=0.4, duration=60)
+    with network_meter.NetworkMeter(settings) as meter:
+        pid = meter.start()
+        time.sleep(1.2)
+        # about timeout / interval pings in flight at once, started on schedule
+        assert len(group_members(pid)) - 1 >= 5
+        log = meter.read()
+    records = log.records
+    assert len(records) >= 10
+    assert all(r.reason == "icmp:timeout" and not r.ok for r in records)
+    assert all(0.35 <= r.end - r.start <= 0.6 for r in records)
+    assert analysis.achieved_period(records) == pytest.approx(0.05, abs=0.01)
+    assert group_gone(pid)
