@@ -181,10 +181,10 @@ class MaxMetadataDowntime(_DowntimeLimits):
 
 @sla.configure(name=NETWORK_NAME)
 class MaxNetworkDowntime(_DowntimeLimits):
-    """Network downtime of the guest's address, seen from the Rally host, stays within
-    limits (seconds).
+    """Network downtime of the guest seen from the Rally host stays within limits (seconds).
 
-    The scenario's network meter (network_probe "icmp" or "tcp") measures it
+    The scenario's network meter probes the guest's address (floating IP,
+    else fixed) from the Rally host (network_probe "icmp" or "tcp"): it measures it
     beside metadata downtime, on the controller's clock. Give one number
     (the limit for any single live migration's total network downtime, e.g.
     5.0 as Tempest's default) or an object with one or more of
