@@ -355,10 +355,11 @@ def summarize(
         for obs, report in zip(observations, metadata.attribution.windows)
     )
     net = _network_attribution(network, observations)
-    if net is not None and network is not None and network.baseline_at is not None:
+    if net is not None and network.baseline_at is not None:
         migrations = tuple(_with_network(m, report)
                            for m, report in zip(migrations, net.attribution.windows))
     counted = metadata.counted
+    net_counted = net.counted if net is not None else ()
     figures = IterationFigures(
         measured=measured,
         total_downtime=round(analysis.total_downtime(counted), 3),
@@ -366,9 +367,9 @@ def summarize(
         outage_count=len(counted),
         migrations=migrations if baseline_at is not None else (),
         network_downtime=None if network is None else round(
-            analysis.total_downtime(net.counted if net else ()), 3),
+            analysis.total_downtime(net_counted), 3),
         network_max_outage=None if network is None else round(
-            analysis.longest_outage(net.counted if net else ()), 3),
+            analysis.longest_outage(net_counted), 3),
     )
 
     records, end = metadata.records, metadata.end
@@ -382,7 +383,7 @@ def summarize(
     all_notes = _notes(log, records, metadata.outages, metadata.after_baseline,
                        metadata.attribution, observations, baseline_at, cutoff, extra_notes)
     if network is not None:
-        all_notes += _network_notes(network, net, observations)
+        all_notes += _network_notes(network, net)
     return IterationReport(figures, timeline, tuple(all_notes))
 
 
@@ -422,8 +423,7 @@ def _with_network(migration: MigrationFigures, report: analysis.WindowReport) ->
     )
 
 
-def _network_notes(network: NetworkMeasurement, net: Optional[_Attributed],
-                   observations: Sequence[MigrationObservation]) -> list[str]:
+def _network_notes(network: NetworkMeasurement, net: Optional[_Attributed]) -> list[str]:
     where = f"Network ({network.target})"
     if net is None:
         return [f"{where}: no measurement, the network meter never ran."]
