@@ -238,7 +238,10 @@ def test_compare_healthy_vs_ovn_slow_is_a_regression(healthy, ovn_slow, tmp_path
     assert result.returncode == 1, result.stdout + result.stderr
     assert "verdict: regression" in result.stdout
     text = page.read_text()
-    assert text.count("<svg") == 3 and "regression" in text
+    # downtime, longest outage, downtime by migration number, and network downtime (the
+    # devcloud task runs the network meter)
+    assert text.count("<svg") == 4 and "regression" in text
+    assert "Network downtime per migration: every migration" in text
 
     as_json = compare_command(str(healthy.results_file), str(ovn_slow.results_file), "--json")
     document = json.loads(as_json.stdout)
