@@ -2,6 +2,8 @@
 
 * :mod:`.guest_meter`: the guest meter driven over SSH (Rally's ``sshutils``,
   paramiko);
+* :mod:`.network_meter`: the network meter, a process of its own probing the
+  guest's address from the Rally host;
 * :mod:`.live_migration`: nova's live-migration API through novaclient.
 
 They turn I/O into the pure core's types and failures into sentences a user

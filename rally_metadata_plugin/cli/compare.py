@@ -43,6 +43,8 @@ METRICS = (
     Metric("outage_count", "Metadata outages per migration", "", lambda m: m.outage_count,
            absolute=1.0),
     Metric("pause", "Estimated guest pause per migration", "s", lambda m: m.pause),
+    Metric("network_downtime", "Network downtime per migration", "s",
+           lambda m: m.network_downtime),
 )
 METRICS_BY_NAME = {metric.name: metric for metric in METRICS}
 DEFAULT_GATES = ("downtime", "max_outage")
@@ -221,10 +223,26 @@ def compare_runs(
                 limits = thresholds
                 if metric.absolute is not None:
                     limits = dataclasses.replace(thresholds, absolute=metric.absolute)
-                result = regression.compare(base.values(metric), cand.values(metric), limits)
+                before, after = base.values(metric), cand.values(metric)
+                if metric.name in gates:
+                    _require_values(metric, (baseline, base, before), (candidate, cand, after))
+                elif not before and not after and (base.migrations or cand.migrations):
+                    continue  # e.g. network downtime of runs without the network meter
+                result = regression.compare(before, after, limits)
                 comparisons.append(MetricComparison(key, metric, candidate.label, result,
                                                     metric.name in gates))
     return Report(baseline, tuple(candidates), tuple(comparisons), thresholds)
+
+
+def _require_values(metric: Metric, *sides: tuple[Run, WorkloadRun, list[float]]) -> None:
+    """A gating metric must be measured wherever migrations were: never a silent pass."""
+    for run, workload, values in sides:
+        if workload.migrations and not values:
+            raise UnusableInput(
+                f"--gate {metric.name}: {run.label} has no {metric.title.lower()} for "
+                f"{workload.key}"
+                + (" (its task ran without the network meter: network_probe none)"
+                   if metric.name.startswith("network") else ""))
 
 
 # -- Output ------------------------------------------------------------------

@@ -153,6 +153,9 @@ def render(result: compare.Report) -> str:
                              + html.escape("; ".join(workload.sla_failures)) + "</p>")
         for metric in (compare.METRICS_BY_NAME["downtime"], compare.METRICS_BY_NAME["max_outage"]):
             parts.append(f"<figure>{_distribution(pyplot, runs, key, metric)}</figure>")
+        network = compare.METRICS_BY_NAME["network_downtime"]
+        if any(run.workloads[key].values(network) for run in runs if key in run.workloads):
+            parts.append(f"<figure>{_distribution(pyplot, runs, key, network)}</figure>")
         parts.append(f"<figure>{_by_index(pyplot, runs, key, compare.METRICS_BY_NAME['downtime'])}"
                      "</figure>")
     parts.append("</body></html>")

@@ -35,6 +35,7 @@ _RECORD = re.compile(
     r"^(?P<seq>\d+) (?P<start>\d+(?:\.\d+)?) (?P<end>\d+(?:\.\d+)?) "
     r"(?P<verdict>[PF]) (?P<reason>[A-Za-z0-9:_.-]+)$"
 )
+_REASON = re.compile(r"^[A-Za-z0-9:_.-]+$")
 _EVENT = re.compile(r"^#(?P<name>[a-z]+) (?P<time>\d+(?:\.\d+)?)(?: (?P<detail>.*))?$")
 
 #: Human-readable meaning of the failure reasons the guest script writes.
@@ -45,6 +46,36 @@ _CURL_ERRORS = {
     "52": "empty reply",
     "56": "connection reset",
 }
+
+#: The same for the network meter's probes from the controller.
+_TCP_ERRORS = {
+    "refused": "connection refused",
+    "timeout": "no answer within the probe timeout",
+    "unreachable": "host or network unreachable",
+    "reset": "connection reset",
+}
+_ICMP_ERRORS = {
+    "timeout": "no reply within the probe timeout",
+    "error": "ping failed (unreachable, or no route)",
+}
+
+
+def format_record(record: "ProbeRecord") -> str:
+    """One record as a log line (newline included), the format :class:`LogParser` reads.
+
+    The guest meter writes the same line from ``sh`` (see ``probe_script``).
+    """
+    if not _REASON.match(record.reason):
+        raise ValueError(f"a reason is one word of [A-Za-z0-9:_.-], got {record.reason!r}")
+    verdict = "P" if record.ok else "F"
+    return f"{record.seq} {record.start:.3f} {record.end:.3f} {verdict} {record.reason}\n"
+
+
+def format_event(name: str, time: float, detail: str = "") -> str:
+    """One meter event (``#start``, ``#stop``, ``#fatal``) as a log line."""
+    if not re.match(r"^[a-z]+$", name) or "\n" in detail:
+        raise ValueError(f"bad meter event {name!r} {detail!r}")
+    return f"#{name} {time:.3f}" + (f" {detail}" if detail else "") + "\n"
 
 
 def describe_reason(reason: str) -> str:
@@ -62,6 +93,10 @@ def describe_reason(reason: str) -> str:
         return f"curl: {_CURL_ERRORS.get(detail, 'exit status ' + detail)}"
     if kind == "wget":
         return f"wget: {detail}"
+    if kind == "tcp":
+        return f"TCP connect: {_TCP_ERRORS.get(detail, detail)}"
+    if kind == "icmp":
+        return f"ICMP echo (ping): {_ICMP_ERRORS.get(detail, detail)}"
     return reason
 
 

@@ -17,6 +17,14 @@ starts late, after nova reported the migration done, is still charged to the
 migration that caused it.  Outages before the healthy baseline are the meter
 warming up and are not counted; outages after the baseline but before the
 first migration count in the iteration total only.
+
+The network meter's log (the controller probing the guest's address, see
+``network_probe``) is on the controller's monotonic clock; its outages are
+attributed to the same migrations through the controller time of each
+request (``MigrationObservation.controller_requested_at``), by the same
+analysis.  Offsets from the request compare across the two clocks; a real
+guest's clock stops while it is paused, so a metadata event after the
+switchover reads up to the estimated pause earlier than the controller saw it.
 """
 
 from __future__ import annotations
@@ -38,9 +46,11 @@ MIGRATION_TIMES_TITLE = "Live migration duration and guest pause"
 TIMELINE_TITLE = "Metadata probes during the iteration (guest clock)"
 MIGRATIONS_TITLE = "Live migrations"
 NOTES_TITLE = "Metadata meter notes"
+NETWORK_DOWNTIME_TITLE = "Network downtime per iteration"
 
-#: Additive charts, always emitted in this order.
-ADDITIVE_TITLES = (DOWNTIME_TITLE, OUTAGES_TITLE, PER_MIGRATION_TITLE, MIGRATION_TIMES_TITLE)
+#: Additive charts, always emitted in this order, with the network meter or without.
+ADDITIVE_TITLES = (DOWNTIME_TITLE, OUTAGES_TITLE, PER_MIGRATION_TITLE, MIGRATION_TIMES_TITLE,
+                   NETWORK_DOWNTIME_TITLE)
 
 # Series / row names inside the charts.
 TOTAL_DOWNTIME = "total downtime"
@@ -74,6 +84,14 @@ MIGRATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pause", "Estimated pause (s)"),
     ("pause_error", "Pause error bound ± (s)"),
     ("ongoing", "Ongoing"),
+    ("network_downtime", "Network downtime (s)"),
+    ("network_downtime_error", "Network downtime error bound ± (s)"),
+    ("network_max_outage", "Longest network outage (s)"),
+    ("network_lost", "Network lost after request (s)"),
+    ("network_recovered", "Network recovered after request (s)"),
+    ("metadata_lost_after_network", "Metadata lost after network (s)"),
+    ("metadata_recovered_after_network", "Metadata recovered after network (s)"),
+    ("network_ongoing", "Network ongoing"),
     ("status", "Status"),
     ("server", "Server"),
 )
@@ -110,6 +128,8 @@ class MigrationObservation:
     recovered: bool = False
     error: Optional[str] = None
     server: Optional[str] = None
+    #: The request on the controller's monotonic clock (the network meter's).
+    controller_requested_at: Optional[float] = None
 
     @property
     def status(self) -> str:
@@ -137,6 +157,17 @@ class MigrationFigures:
     ongoing: bool = False
     status: str = STATUS_OK
     server: Optional[str] = None
+    #: Network meter figures (controller clock); ``None``: the meter was off or
+    #: had no baseline.  Offsets are from the request; the two ``*_after_network``
+    #: are metadata's offset minus the network's (positive: metadata later).
+    network_downtime: Optional[float] = None
+    network_downtime_error: Optional[float] = None
+    network_max_outage: Optional[float] = None
+    network_lost: Optional[float] = None
+    network_recovered: Optional[float] = None
+    metadata_lost_after_network: Optional[float] = None
+    metadata_recovered_after_network: Optional[float] = None
+    network_ongoing: Optional[bool] = None
 
     @property
     def failed(self) -> bool:
@@ -160,11 +191,39 @@ class IterationFigures:
     max_outage: float = 0.0
     outage_count: int = 0
     migrations: tuple[MigrationFigures, ...] = ()
+    #: The network meter's totals, like the metadata ones; ``None``: it was off.
+    network_downtime: Optional[float] = None
+    network_max_outage: Optional[float] = None
 
     @property
     def measured_migrations(self) -> tuple[MigrationFigures, ...]:
         """The migrations that count: every row but the failed ones."""
         return tuple(m for m in self.migrations if not m.failed)
+
+    @property
+    def network_measured_migrations(self) -> tuple[MigrationFigures, ...]:
+        """The migrations with a network measurement that counts."""
+        return tuple(m for m in self.measured_migrations if m.network_downtime is not None)
+
+    @property
+    def network_measured(self) -> bool:
+        """The network meter measured at least one migration that counts."""
+        return bool(self.network_measured_migrations)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkMeasurement:
+    """What the network meter produced in one iteration; times on the controller clock.
+
+    ``log_text`` None: the meter never ran.  ``baseline_at``: when its healthy
+    baseline was confirmed (None: never; nothing is counted).  ``cutoff``: when
+    measuring ended early (a recovery timeout).
+    """
+
+    log_text: Optional[str]
+    target: str
+    baseline_at: Optional[float] = None
+    cutoff: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +277,45 @@ def _reason_summary(outages: Iterable[analysis.Outage]) -> str:
     return ", ".join(f"{analysis.describe_reason(r)} ({n})" for r, n in ranked)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Attributed:
+    """One meter log's outages after its baseline, attributed to the migrations."""
+
+    log: analysis.MeterLog
+    records: tuple[analysis.ProbeRecord, ...]
+    outages: tuple[analysis.Outage, ...]
+    after_baseline: tuple[analysis.Outage, ...]
+    attribution: analysis.Attribution
+    #: the outages that count: after the baseline, not charged to a failed migration
+    counted: tuple[analysis.Outage, ...]
+    end: float
+
+
+def _attribute_log(log: analysis.MeterLog, observations: Sequence[MigrationObservation],
+                   requests: Sequence[float], *, baseline_at: Optional[float],
+                   cutoff: Optional[float], slack: float) -> _Attributed:
+    """What :func:`summarize` does with either meter's log; ``requests`` are the
+    migrations' request times on that log's clock."""
+    records = tuple(r for r in log.records if cutoff is None or r.start <= cutoff)
+    until = cutoff if cutoff is not None else log.stopped_at
+    outages = tuple(analysis.find_outages(records, until))
+    after_baseline = () if baseline_at is None else tuple(o for o in outages
+                                                          if o.start >= baseline_at)
+    end = max([r.end for r in records] + [until or 0.0]) if records else (until or 0.0)
+    # A migration owns the outages from its request until the next request.
+    ends = list(requests[1:]) + [max([end] + list(requests))]
+    windows = [
+        analysis.Window(start, window_end, migration_row_name(obs.index))
+        for obs, start, window_end in zip(observations, requests, ends)
+    ]
+    attribution = analysis.attribute(after_baseline, windows, slack=slack)
+    # A failed migration measured nothing: its outages stay out of the totals.
+    left_out = {id(o) for obs, report in zip(observations, attribution.windows) if obs.error
+                for o in report.outages}
+    counted = tuple(o for o in after_baseline if id(o) not in left_out)
+    return _Attributed(log, records, outages, after_baseline, attribution, counted, end)
+
+
 def summarize(
     log_text: Optional[str],
     observations: Sequence[MigrationObservation],
@@ -226,6 +324,7 @@ def summarize(
     cutoff: Optional[float] = None,
     slack: float = 0.0,
     notes: Sequence[str] = (),
+    network: Optional[NetworkMeasurement] = None,
 ) -> IterationReport:
     """Figures for one iteration.
 
@@ -238,44 +337,42 @@ def summarize(
         up to it as ongoing
     :param slack: clock-mapping error, widens attribution windows
     :param notes: extra sentences for the notes chart
+    :param network: the network meter's log and times (``None``: it was off)
     """
     extra_notes = list(notes)
     if log_text is None:
-        return IterationReport(IterationFigures(measured=False), (), tuple(extra_notes) or (
+        figures = IterationFigures(measured=False,
+                                   network_downtime=None if network is None else 0.0,
+                                   network_max_outage=None if network is None else 0.0)
+        return IterationReport(figures, (), tuple(extra_notes) or (
             "No measurement: the iteration ended before the guest meter ran.",))
     log = analysis.parse_log(log_text)
-    records = [r for r in log.records if cutoff is None or r.start <= cutoff]
-    until = cutoff if cutoff is not None else log.stopped_at
-    outages = analysis.find_outages(records, until)
-    after_baseline = [] if baseline_at is None else [o for o in outages
-                                                     if o.start >= baseline_at]
+    metadata = _attribute_log(log, observations, [obs.requested_at for obs in observations],
+                              baseline_at=baseline_at, cutoff=cutoff, slack=slack)
     measured = baseline_at is not None and any(not obs.error for obs in observations)
-
-    end = max([r.end for r in records] + [until or 0.0]) if records else (until or 0.0)
-    # A migration owns the outages from its request until the next request.
-    ends = [nxt.requested_at for nxt in observations[1:]]
-    ends.append(max([end] + [obs.requested_at for obs in observations]))
-    windows = [
-        analysis.Window(obs.requested_at, window_end, migration_row_name(obs.index))
-        for obs, window_end in zip(observations, ends)
-    ]
-    attribution = analysis.attribute(after_baseline, windows, slack=slack)
     migrations = tuple(
-        _migration_figures(obs, report) for obs, report in zip(observations, attribution.windows)
+        _migration_figures(obs, report)
+        for obs, report in zip(observations, metadata.attribution.windows)
     )
-    # A failed migration measured nothing: its outages stay out of the totals.
-    left_out = {id(o) for obs, report in zip(observations, attribution.windows) if obs.error
-                for o in report.outages}
-    counted = [o for o in after_baseline if id(o) not in left_out]
-
+    net = _network_attribution(network, observations)
+    if net is not None and network.baseline_at is not None:
+        migrations = tuple(_with_network(m, report)
+                           for m, report in zip(migrations, net.attribution.windows))
+    counted = metadata.counted
+    net_counted = net.counted if net is not None else ()
     figures = IterationFigures(
         measured=measured,
         total_downtime=round(analysis.total_downtime(counted), 3),
         max_outage=round(analysis.longest_outage(counted), 3),
         outage_count=len(counted),
         migrations=migrations if baseline_at is not None else (),
+        network_downtime=None if network is None else round(
+            analysis.total_downtime(net_counted), 3),
+        network_max_outage=None if network is None else round(
+            analysis.longest_outage(net_counted), 3),
     )
 
+    records, end = metadata.records, metadata.end
     timeline: tuple = ()
     if records:
         origin = records[0].start
@@ -283,9 +380,76 @@ def summarize(
         if observations:
             timeline += ((WINDOW_SERIES, _window_points(observations, origin, end)),)
 
-    return IterationReport(figures, timeline, tuple(_notes(
-        log, records, outages, after_baseline, attribution, observations, baseline_at, cutoff,
-        extra_notes)))
+    all_notes = _notes(log, records, metadata.outages, metadata.after_baseline,
+                       metadata.attribution, observations, baseline_at, cutoff, extra_notes)
+    if network is not None:
+        all_notes += _network_notes(network, net)
+    return IterationReport(figures, timeline, tuple(all_notes))
+
+
+def _network_attribution(network: Optional[NetworkMeasurement],
+                         observations: Sequence[MigrationObservation]) -> Optional[_Attributed]:
+    if network is None or network.log_text is None:
+        return None
+    if any(obs.controller_requested_at is None for obs in observations):
+        raise ValueError("a migration observation lacks its controller request time")
+    return _attribute_log(analysis.parse_log(network.log_text), observations,
+                          [obs.controller_requested_at for obs in observations],
+                          baseline_at=network.baseline_at, cutoff=network.cutoff,
+                          slack=CONTROLLER_SLACK)
+
+
+#: Attribution slack for the network meter: its records and the requests share
+#: one clock, so only the record's own rounding matters.
+CONTROLLER_SLACK = 0.001
+
+
+def _difference(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def _with_network(migration: MigrationFigures, report: analysis.WindowReport) -> MigrationFigures:
+    lost, recovered = report.first_failure_offset, report.recovery_offset
+    return dataclasses.replace(
+        migration,
+        network_downtime=round(report.downtime, 3),
+        network_downtime_error=round(report.downtime_error, 3),
+        network_max_outage=round(report.max_outage, 3),
+        network_lost=_rounded(lost),
+        network_recovered=_rounded(recovered),
+        metadata_lost_after_network=_difference(migration.first_failure, lost),
+        metadata_recovered_after_network=_difference(migration.recovery, recovered),
+        network_ongoing=report.ongoing,
+    )
+
+
+def _network_notes(network: NetworkMeasurement, net: Optional[_Attributed]) -> list[str]:
+    where = f"Network ({network.target})"
+    if net is None:
+        return [f"{where}: no measurement, the network meter never ran."]
+    notes = []
+    if net.log.fatal:
+        notes.append(f"{where}: the meter gave up: {net.log.fatal}.")
+    if not net.records:
+        notes.append(f"{where}: the meter wrote no probe records.")
+    if network.baseline_at is None:
+        notes.append(f"{where}: no healthy baseline before the first migration: nothing was "
+                     f"counted" + (f" (failures: {_reason_summary(net.outages)})."
+                                   if net.outages else "."))
+        return notes
+    if net.attribution.unattributed:
+        total = analysis.total_downtime(net.attribution.unattributed)
+        notes.append(f"{where}: {len(net.attribution.unattributed)} outage(s) ({total:.3f} s) "
+                     f"before the first migration; they count in the iteration total only.")
+    for report in net.attribution.windows:
+        if report.outages:
+            notes.append(f"{where}, {report.window.label}: {_reason_summary(report.outages)}.")
+    if network.cutoff is not None:
+        notes.append(f"{where}: measuring stopped at the recovery timeout; an outage still "
+                     f"going on then is marked ongoing and counted up to that moment.")
+    if net.log.skipped_lines:
+        notes.append(f"{where}: {net.log.skipped_lines} unreadable log line(s) were skipped.")
+    return notes
 
 
 def _migration_figures(
@@ -371,8 +535,10 @@ def _cell(value: Any) -> Any:
 def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
     """``(additive, complete)`` chart dicts for ``Scenario.add_output``.
 
-    The additive charts are the same four, in the same order, for every
-    iteration, measured or not (Rally matches them by position).
+    The additive charts are the same five, in the same order, for every
+    iteration, measured or not, with the network meter or without (Rally
+    matches them by position); without the network meter its chart has no
+    points.
     """
     figures = report.figures
     measured = figures.measured_migrations
@@ -416,6 +582,18 @@ def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
             "chart_plugin": "StatsTable",
             "data": times,
         },
+        {
+            "title": NETWORK_DOWNTIME_TITLE,
+            "description": "Total network downtime of the guest's address as the Rally host "
+            "saw it (network_probe: ICMP echo, or TCP connect to the SSH port) after the "
+            "network's healthy baseline, and its longest single outage; failed migrations are "
+            "left out. No points: the network meter was off (network_probe none).",
+            "chart_plugin": "Lines",
+            "data": [] if figures.network_downtime is None else [
+                [TOTAL_DOWNTIME, figures.network_downtime],
+                [LONGEST_OUTAGE, figures.network_max_outage or 0.0]],
+            "label": "seconds",
+        },
     ]
     complete = []
     if report.timeline:
@@ -433,7 +611,12 @@ def charts(report: IterationReport) -> tuple[list[dict], list[dict]]:
         "description": "Offsets are seconds after the migration request. A migration owns the "
         "outages from its request until the next request; a failed migration (Status "
         "'failed: ...') is shown but counted nowhere. The pause is controller-elapsed minus "
-        "guest-elapsed time across the migration: the time the guest was frozen.",
+        "guest-elapsed time across the migration: the time the guest was frozen. Network "
+        "columns: the Rally host probing the guest's address (n/a without the network meter); "
+        "'Metadata lost/recovered after network' is the metadata offset minus the network "
+        "one: positive when metadata came back later than the network (a metadata-path "
+        "problem), near zero when it followed the network (the guest was off the network). "
+        "Metadata offsets are on the guest clock, which a real guest stops while paused.",
         "chart_plugin": "Table",
         "data": {
             "cols": [header for _, header in MIGRATION_COLUMNS],
@@ -472,7 +655,7 @@ def _series(chart: Optional[Mapping]) -> dict[str, float]:
 def _uncell(key: str, value: Any) -> Any:
     if value == "n/a":
         return None
-    if key == "ongoing":
+    if key in ("ongoing", "network_ongoing"):
         return value in ("yes", True)
     if key in ("index", "outage_count"):
         return int(value)
@@ -516,10 +699,13 @@ def extract(output: Optional[Mapping]) -> Optional[IterationFigures]:
     # Older outputs counted failed migrations as measured: trust the table.
     measured = outages[MEASURED_MIGRATIONS] > 0 and (
         not migrations or any(not m.failed for m in migrations))
+    network = _series(_by_title(additive, NETWORK_DOWNTIME_TITLE))
     return IterationFigures(
         measured=measured,
         total_downtime=downtime[TOTAL_DOWNTIME],
         max_outage=downtime.get(LONGEST_OUTAGE, 0.0),
         outage_count=int(outages.get(OUTAGE_COUNT, 0)),
         migrations=migrations,
+        network_downtime=network.get(TOTAL_DOWNTIME),
+        network_max_outage=network.get(LONGEST_OUTAGE),
     )

@@ -32,6 +32,7 @@ from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.network_loss import NetworkLoss
 from rally_metadata_plugin.devcloud.ssh import SshGateway
 from rally_metadata_plugin.devcloud.timers import TimerThread
 
@@ -119,7 +120,8 @@ class DevCloud:
                               config.ssh_command_limit)
         self.engine = MigrationEngine(self.backend, self.profile, config.seed,
                                       self.guests, self._truth,
-                                      effects=(self.guests, self.ssh))
+                                      effects=(self.guests, self.ssh,
+                                               NetworkLoss(self.ssh)))
         self.backend.migrations.migrator = self.engine
         # metadata first: a guest's environment needs its endpoint's URL
         self.backend.listeners = [self.metadata, self.guests, self.ssh]

@@ -164,6 +164,7 @@ class MigrationEngine:
             "outage_start": None, "outage_end": None, "kind": None,
             "guest_reboot_at": None, "ssh_blackhole_start": None,
             "ssh_blackhole_end": None,
+            "network_loss_start": None, "network_loss_end": None,
             "completed_at": None, "status": "running", "fault": None,
             "block_migration": migration.block_migration,
             "aborted_at": None,

@@ -23,6 +23,7 @@ the shipped files; the format in short::
       - weight: 1                 # what happens to the guest at the switchover
         guest_reboot: true            # every guest process is killed
         ssh_blackhole_seconds: [5, 10]    # null: for good
+        network_loss_seconds: [1, 3]      # the floating IP stops answering
 
 An outcome may also say what the switchover does to the guest beyond the
 pause (both are recorded in ``truth.jsonl``):
@@ -36,6 +37,12 @@ pause (both are recorded in ``truth.jsonl``):
   and writing them (no FIN, no RST) for the drawn time, or for good when
   null; new connections are served (``ssh_blackhole_start``/``_end``,
   ``ssh_blackhole_connections``).
+* ``network_loss_seconds``: the guest is off the network for the drawn time
+  from the switchover: its floating IP stops answering new connections
+  (connection refused; existing ones are left to ``ssh_blackhole``), which
+  a TCP-connect network probe sees (``network_loss_start``/``_end``). A
+  process guest's floating IP is a loopback address the host's own kernel
+  answers pings for: only a VM guest can show the loss to ICMP.
 
 No code path depends on a profile's name: adding a profile is adding a file.
 """
@@ -113,6 +120,11 @@ class Outcome:
     precheck_error: FaultSpec | None = None
     guest_reboot: bool = False
     ssh_blackhole: Range | None = None    # None: none; FOREVER: for good
+    network_loss: Range | None = None     # None: the network stays up
+
+    def draw_network_loss(self, rng: random.Random) -> float | None:
+        """Seconds the guest is off the network from the switchover (None: not at all)."""
+        return None if self.network_loss is None else self.network_loss.draw(rng)
 
     def draw_blackhole(self, rng: random.Random) -> float | None:
         """Seconds the SSH blackhole lasts (``math.inf``: for good)."""
@@ -144,6 +156,8 @@ class MigrationPlan:
     guest_reboot: bool = False
     #: seconds existing SSH connections go unanswered (``math.inf``: for good)
     ssh_blackhole: float | None = None
+    #: seconds the floating IP stops answering from the switchover
+    network_loss: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +228,11 @@ class Profile:
             duration = outcome.outage.draw(rng) if outcome.outage else None
             outage = OutagePlan(kind, delay, duration)
         # drawn last: profiles without these fields draw as they always did
+        blackhole = outcome.draw_blackhole(rng)
         return MigrationPlan(precopy, pause, outage, None,
                              guest_reboot=outcome.guest_reboot,
-                             ssh_blackhole=outcome.draw_blackhole(rng))
+                             ssh_blackhole=blackhole,
+                             network_loss=outcome.draw_network_loss(rng))
 
 
 def available() -> list[str]:
@@ -234,7 +250,8 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
     for field in ("error", "precheck_error"):
         if data.get(field) is not None:
             spec = _fault_spec(data[field], f"{where}.{field}")
-            for key in ("guest_reboot", "ssh_blackhole_seconds"):
+            for key in ("guest_reboot", "ssh_blackhole_seconds",
+                        "network_loss_seconds"):
                 if key in data:
                     raise ProfileError(f"{where}.{key}: a migration that "
                                        f"fails has no switchover to do that at")
@@ -272,10 +289,14 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
         raw = data["ssh_blackhole_seconds"]
         blackhole = (FOREVER if raw is None else
                      Range.parse(raw, f"{where}.ssh_blackhole_seconds"))
+    network_loss = None
+    if data.get("network_loss_seconds") is not None:
+        network_loss = Range.parse(data["network_loss_seconds"],
+                                   f"{where}.network_loss_seconds")
     return Outcome(float(weight),
                    {FaultKind(kind): w for kind, w in kinds.items()},
                    outage, delay, guest_reboot=reboot,
-                   ssh_blackhole=blackhole)
+                   ssh_blackhole=blackhole, network_loss=network_loss)
 
 
 def _fault_spec(data: Any, where: str) -> FaultSpec:

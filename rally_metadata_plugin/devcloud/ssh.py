@@ -38,6 +38,8 @@ from rally_metadata_plugin.devcloud.profiles import MigrationPlan
 
 LOG = logging.getLogger(__name__)
 
+#: How long an accepted connection may stay silent before paramiko takes it.
+WAIT_FOR_CLIENT = 1.0
 # after the command exits, how long to wait for output still in the pipes;
 # a detached child that kept stdout open must not hold the channel forever
 DRAIN_SECONDS = 1.0
@@ -189,18 +191,23 @@ class _Listener:
         self._gateway = gateway
         self._server_id = server_id
         self._authorized = authorized
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((address, port))
-            self.sock.listen(64)
-        except OSError:
-            self.sock.close()
-            raise
-        self.sock.setblocking(False)
+        self._port = port
         self._stopped = False
         self._connections: dict[paramiko.Transport, _DroppableSocket] = {}
         self._lock = threading.Lock()
+        self.sock: socket.socket | None = self._bind()
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.address, self._port))
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
     def serve(self, conn: socket.socket) -> None:
         """Start the SSH server side of an accepted connection (the
@@ -255,12 +262,38 @@ class _Listener:
             transport.close()
         return len(transports)
 
+    def refuse_connections(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (new connections are refused, open
+        ones are left alone), then listen again: the address is off the
+        network."""
+        with self._lock:
+            if self._stopped or self.sock is None:
+                return
+            sock, self.sock = self.sock, None
+        self._gateway.acceptor.remove(sock)
+        timer = threading.Timer(seconds, self._listen_again)
+        timer.daemon = True
+        timer.start()
+
+    def _listen_again(self) -> None:
+        with self._lock:
+            if self._stopped or self.sock is not None:
+                return
+            try:
+                self.sock = self._bind()
+            except OSError as e:
+                LOG.error("ssh %s: cannot listen again: %s", self.address, e)
+                return
+            self._gateway.acceptor.add(self, self.sock)
+
     def stop(self) -> None:
         """Close the listening socket (the acceptor forgets it) and every
         connection."""
         with self._lock:
             self._stopped = True
-        self._gateway.acceptor.remove(self)
+            sock, self.sock = self.sock, None
+        if sock is not None:
+            self._gateway.acceptor.remove(sock)
         self.close_connections()
 
 
@@ -275,8 +308,13 @@ class _Acceptor:
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self._selector = selectors.DefaultSelector()
-        self._listeners: set[_Listener] = set()
-        self._changes: list[tuple[bool, _Listener]] = []
+        # listening socket -> its listener (the loop's own; others queue
+        # changes)
+        self._listening: dict[socket.socket, _Listener] = {}
+        self._changes: list[tuple[socket.socket, _Listener | None]] = []
+        # accepted, not yet handed to paramiko: connection -> (listener,
+        # deadline)
+        self._waiting: dict[socket.socket, tuple[_Listener, float]] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -287,20 +325,32 @@ class _Acceptor:
                                         name="ssh-acceptor")
         self._thread.start()
 
-    def add(self, listener: _Listener) -> None:
-        self._change(True, listener)
+    def add(self, listener: _Listener, sock: socket.socket) -> None:
+        """Accept connections on ``sock`` (listening) for ``listener``."""
+        self._change(sock, listener)
 
-    def remove(self, listener: _Listener) -> None:
-        self._change(False, listener)
+    def remove(self, sock: socket.socket) -> None:
+        """Stop accepting on ``sock`` and close it.
 
-    def _change(self, add: bool, listener: _Listener) -> None:
+        New connects are refused from the moment this returns: the socket
+        is shut down here, and closed by the acceptor's thread, which owns
+        the selector it is registered with.
+        """
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._change(sock, None)
+
+    def _change(self, sock: socket.socket, listener: _Listener | None) -> None:
         with self._lock:
-            if self._stopped:
-                if not add:
-                    listener.sock.close()
-                return
-            self._changes.append((add, listener))
-        self._wake()
+            if not self._stopped:
+                self._changes.append((sock, listener))
+                sock = None
+        if sock is not None:
+            _close_listening(sock)
+        else:
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -309,23 +359,21 @@ class _Acceptor:
             pass
 
     def open_connections(self) -> int:
-        return sum(listener.open_connections()
-                   for listener in list(self._listeners))
+        return len(self._waiting) + sum(
+            listener.open_connections()
+            for listener in set(self._listening.values()))
 
     def _apply_changes(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, []
-        for add, listener in changes:
-            if add:
-                self._selector.register(listener.sock, selectors.EVENT_READ,
-                                        listener)
-                self._listeners.add(listener)
-            elif listener in self._listeners:
-                self._listeners.discard(listener)
-                self._selector.unregister(listener.sock)
-                _close_listening(listener.sock)
+        for sock, listener in changes:
+            if listener is not None:
+                self._selector.register(sock, selectors.EVENT_READ, listener)
+                self._listening[sock] = listener
             else:
-                _close_listening(listener.sock)
+                if self._listening.pop(sock, None) is not None:
+                    self._selector.unregister(sock)
+                _close_listening(sock)
 
     def _run(self) -> None:
         while True:
@@ -341,7 +389,7 @@ class _Acceptor:
                 self.full_since = None
             # when full, only wake-ups and a periodic recount: the
             # listeners' backlogs hold the waiting clients
-            ready = self._selector.select(timeout=0.5)
+            ready = self._selector.select(timeout=self._timeout())
             for key, _ in ready:
                 if key.data is None:
                     try:
@@ -349,26 +397,69 @@ class _Acceptor:
                             pass
                     except OSError:
                         pass
+                elif key.fileobj in self._waiting:
+                    self._first_bytes(key.fileobj)
                 elif not full:
-                    self._accept(key.data)
+                    self._accept(key.fileobj)
+            now = time.monotonic()
+            for conn, (_, deadline) in list(self._waiting.items()):
+                if now >= deadline:
+                    self._hand_over(conn)
             if full:
                 time.sleep(0.05)
-        for listener in list(self._listeners):
-            _close_listening(listener.sock)
-        self._listeners.clear()
+        for sock in self._listening:
+            _close_listening(sock)
+        self._listening.clear()
+        for conn in self._waiting:
+            conn.close()
+        self._waiting.clear()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
 
-    @staticmethod
-    def _accept(listener: _Listener) -> None:
+    def _accept(self, sock: socket.socket) -> None:
+        """Accept one connection; it waits for its client's first bytes.
+
+        A client speaks first (its identification string), so a connection
+        that closes before saying anything (a TCP-connect probe of the
+        network meter) is closed here and costs no paramiko transport and
+        no thread. A client still silent after WAIT_FOR_CLIENT seconds gets
+        paramiko all the same.
+        """
+        listener = self._listening[sock]
         try:
-            conn, _ = listener.sock.accept()
+            conn, _ = sock.accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
             LOG.debug("ssh %s: accept failed: %s", listener.address, e)
             return
+        self._waiting[conn] = (listener, time.monotonic() + WAIT_FOR_CLIENT)
+        self._selector.register(conn, selectors.EVENT_READ, listener)
+
+    def _timeout(self) -> float:
+        if not self._waiting:
+            return 0.5
+        first = min(deadline for _, deadline in self._waiting.values())
+        return max(0.0, min(0.5, first - time.monotonic()))
+
+    def _first_bytes(self, conn: socket.socket) -> None:
+        try:
+            said = conn.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            said = b""
+        if said:
+            self._hand_over(conn)
+        else:                       # closed without a word
+            self._selector.unregister(conn)
+            del self._waiting[conn]
+            conn.close()
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        self._selector.unregister(conn)
+        listener, _ = self._waiting.pop(conn)
         listener.serve(conn)
 
     def stop(self) -> None:
@@ -462,7 +553,7 @@ class SshGateway:
                 try:
                     listener = _Listener(self, server.id, address, self.port,
                                          authorized)
-                    self.acceptor.add(listener)
+                    self.acceptor.add(listener, listener.sock)
                     current[address] = listener
                 except OSError as e:
                     LOG.error("guest %s: cannot listen on %s:%s: %s",
@@ -500,6 +591,15 @@ class SshGateway:
                else start + plan.ssh_blackhole)
         return {"ssh_blackhole_start": start, "ssh_blackhole_end": end,
                 "ssh_blackhole_connections": dropped}
+
+    def refuse_connections(self, server_id: str, seconds: float) -> int:
+        """The server's floating IPs refuse new connections for ``seconds``;
+        returns how many addresses stopped listening."""
+        with self._lock:
+            listeners = list(self._listeners.get(server_id, {}).values())
+        for listener in listeners:
+            listener.refuse_connections(seconds)
+        return len(listeners)
 
     def stop(self) -> None:
         with self._lock:

@@ -1,12 +1,14 @@
 """``MetadataDowntime.boot_and_live_migrate``: metadata downtime across live migrations.
 
 The scenario translates; the work is done by adapters around a pure core:
-``guest_meter.GuestMeter`` (the meter over SSH), ``live_migration.LiveMigrator`` (the
+``guest_meter.GuestMeter`` (the meter over SSH), ``network_meter.NetworkMeter`` (the
+controller probing the guest's address), ``live_migration.LiveMigrator`` (the
 microversion-aware migration), ``report`` (figures and charts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import time
@@ -27,10 +29,12 @@ from rally_openstack.task.scenarios.vm import utils as vm_utils
 
 from rally_metadata_plugin.adapters import guest_meter
 from rally_metadata_plugin.adapters import live_migration
+from rally_metadata_plugin.adapters import network_meter
 from rally_metadata_plugin.core import report
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core import clock_mapping as clocklib
 from rally_metadata_plugin.core import networks
+from rally_metadata_plugin.core import network_probe as probes
 from rally_metadata_plugin.core import scenario_args
 from rally_metadata_plugin.plugins import opts
 
@@ -58,6 +62,10 @@ class MetadataNotRecovered(Exception):
     """Metadata did not come back within the recovery timeout."""
 
 
+class NetworkNotRecovered(Exception):
+    """The guest's address did not answer again within the recovery timeout."""
+
+
 @validation.configure(name="metadata_meter_args")
 class MetadataMeterArgsValidator(validation.Validator):
     """Checks the arguments of the metadata meter that depend on each other."""
@@ -65,6 +73,9 @@ class MetadataMeterArgsValidator(validation.Validator):
     def validate(self, context, config, plugin_cls, plugin_cfg):
         args = _workload_args(plugin_cls, config)
         problems = scenario_args.MeterArguments.from_mapping(args).problems()
+        unavailable = network_meter.unavailable(args.get("network_probe"))
+        if unavailable:
+            problems.append(unavailable)
         if problems:
             self.fail("; ".join(problems) + ".")
 
@@ -121,6 +132,12 @@ class _Iteration:
     slack: float = 0.0
     observations: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    #: The network meter (controller clock); None while not started or when off.
+    network_probe: str = probes.OFF
+    net_meter: t.Optional[network_meter.NetworkMeter] = None
+    net_baseline_at: t.Optional[float] = None
+    net_cutoff: t.Optional[float] = None
+    network_log: t.Optional[str] = None
 
 
 @validation.add("required_services", services=[consts.Service.NOVA, consts.Service.NEUTRON])
@@ -166,6 +183,9 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         recovery_timeout: t.Annotated[float, Field(gt=0)] = 60.0,
         ssh_timeout: t.Annotated[float, Field(gt=0)] = 120.0,
         server_kwargs: dict[str, t.Any] | None = None,
+        network_probe: t.Literal["icmp", "tcp", "none"] = "icmp",
+        network_probe_interval: t.Annotated[float, Field(gt=0, le=10)] = 0.1,
+        network_probe_timeout: t.Annotated[float, Field(gt=0, le=60)] = 1.0,
     ) -> None:
         """Measure metadata-service downtime seen by a guest across live migrations.
 
@@ -185,6 +205,17 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         estimated by comparing the guest clock (/proc/uptime) with the
         controller's. An outage still going on at ``recovery_timeout`` fails
         the iteration and is counted, as ongoing, up to that moment.
+
+        Beside it, a network meter on the Rally host probes the guest's
+        address (the floating IP, else the fixed one) on a fixed schedule,
+        as Tempest does (network_probe), on the controller's clock: per
+        migration it reports network downtime with its error bound, the
+        longest network outage, and when the network was lost and back
+        against metadata. Metadata back much later than the network is a
+        metadata-path problem; both together mean the guest was off the
+        network. The address must answer baseline_probes times in a row
+        before the first migration, and recovery_probes times in a row
+        (within recovery_timeout) after each one.
         Requires admin (live migration, hosts) and at least two compute hosts.
         Timeouts and poll intervals for nova come from rally.conf
         ``[openstack] nova_server_*``; meter timeouts from ``[metadata_meter]``.
@@ -247,11 +278,21 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param ssh_timeout: seconds to wait for SSH after boot
         :param server_kwargs: extra arguments for novaclient servers.create
             (e.g. {"availability_zone": "nova", "config_drive": true})
+        :param network_probe: how the Rally host probes the guest's address:
+            "icmp" (one ping per probe: needs ping on the Rally host and
+            ICMP allowed by the security group, as the allow_ssh context
+            does), "tcp" (a connect to the guest's SSH port, closed at once:
+            where ICMP is filtered, and on the devcloud, whose loopback
+            floating IPs the Rally host itself answers pings for) or "none"
+            (no network meter; the network columns read n/a)
+        :param network_probe_interval: seconds between network probe starts
+            (> 0); the error bound of each outage edge
+        :param network_probe_timeout: seconds one network probe may take (> 0)
         """
         # First, while locals() holds only the parameters.
         meter_args = scenario_args.MeterArguments.from_mapping(locals())
         conf = CONF.metadata_meter
-        state = _Iteration()
+        state = _Iteration(network_probe=network_probe)
         error: BaseException | None = None
         try:
             migrator = live_migration.LiveMigrator(
@@ -267,9 +308,12 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             with atomic.ActionTimer(self, ATTACH_IP):
                 address = self._guest_address(state, use_floating_ip, floating_network,
                                               ip_version)
-            settings = meter_args.probe_settings(
-                server_id=state.server.id,
-                duration=self._meter_lifetime(migrations, recovery_timeout))
+            lifetime = self._meter_lifetime(migrations, recovery_timeout)
+            settings = meter_args.probe_settings(server_id=state.server.id, duration=lifetime)
+            if network_probe != probes.OFF:
+                state.net_meter = network_meter.NetworkMeter(probes.NetworkProbeSettings(
+                    network_probe, address, port, network_probe_interval,
+                    network_probe_timeout, duration=lifetime))
             ssh = sshutils.SSH(username, address, port=port, password=password,
                                pkey=self.context["user"]["keypair"]["private"])
             state.meter = guest_meter.GuestMeter(
@@ -278,19 +322,27 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 start_timeout=conf.meter_start_timeout,
                 poll_interval=conf.log_poll_interval,
             )
-            with state.meter as meter:
+            # Both meters stop, whatever happens, when these blocks are left.
+            with state.meter as meter, state.net_meter or contextlib.nullcontext() as net:
                 self._wait_for_ssh(ssh, timeout=ssh_timeout)
                 with atomic.ActionTimer(self, START_METER):
                     meter.start()
+                    if net is not None:
+                        net.start()
                 with atomic.ActionTimer(self, BASELINE):
                     state.baseline_at = self._baseline(meter, baseline_probes,
                                                        conf.baseline_timeout)
+                    if net is not None:
+                        state.net_baseline_at = net.wait_for_baseline(baseline_probes,
+                                                                      conf.baseline_timeout)
                 with atomic.ActionTimer(self, MIGRATIONS):
                     for index in range(1, migrations + 1):
                         self._migrate_once(state, meter, migrator, index, block_migration,
                                            target_hosts, recovery_probes, recovery_timeout)
                 with atomic.ActionTimer(self, COLLECT):
                     state.log_text = meter.stop()
+                    if net is not None:
+                        net.stop()
         except BaseException as e:
             error = e
             raise
@@ -394,7 +446,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         with atomic.ActionTimer(self, LIVE_MIGRATE):
             requested = time.monotonic()
             observation = report.MigrationObservation(index, source, before.to_guest(requested),
-                                                     server=server_id)
+                                                     server=server_id,
+                                                     controller_requested_at=requested)
             state.observations.append(observation)
             try:
                 migrator.request(server_id, block_migration, host)
@@ -423,12 +476,29 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 pause_error=pause.error, recovered=recovery.recovered)
             if not recovery.recovered:
                 state.cutoff = recovery.snapshot.guest_time
+                state.net_cutoff = time.monotonic()
                 raise MetadataNotRecovered(
                     f"Metadata did not recover within {recovery_timeout:g} s after live "
                     f"migration {index} ({source} -> {target}); the outage is counted as "
                     f"ongoing up to that moment. See the '{report.NOTES_TITLE}' output "
                     f"for the failure reasons.")
+            self._wait_network_recovery(state, index, source, target, recovery_probes, done,
+                                        recovery_timeout)
             meter.set_fast(False)
+
+    @staticmethod
+    def _wait_network_recovery(state, index, source, target, needed, done, timeout):
+        """After metadata recovered: the guest's address answers again, in the same time."""
+        if state.net_meter is None:
+            return
+        if not state.net_meter.wait_for_recovery(needed, done, done + timeout):
+            state.net_cutoff = time.monotonic()
+            raise NetworkNotRecovered(
+                f"The guest's address did not answer the network meter "
+                f"({state.net_meter.settings.target}) {needed} times in a row within "
+                f"{timeout:g} s after live migration {index} ({source} -> {target}); the "
+                f"network outage is counted as ongoing up to that moment. See the "
+                f"'{report.NOTES_TITLE}' output for the failure reasons.")
 
     def _meter_lifetime(self, migrations: int, recovery_timeout: float) -> float:
         """A bound after which an orphaned meter stops by itself (never reached normally)."""
@@ -447,6 +517,11 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 meter.last_snapshot.text if meter.last_snapshot else None)
         if error is not None:
             state.notes.append(f"The iteration failed: {type(error).__name__}: {error}")
+        # Stopped by now (the with block is left); whatever it read if stopping failed.
+        net_log = None
+        if state.net_meter is not None:
+            net_log = state.net_meter.final_log or state.net_meter.text or None
+        state.network_log = net_log
         try:
             self._report(state)
         finally:
@@ -456,7 +531,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         try:
             summary = report.summarize(
                 state.log_text, state.observations, baseline_at=state.baseline_at,
-                cutoff=state.cutoff, slack=state.slack, notes=state.notes)
+                cutoff=state.cutoff, slack=state.slack, notes=state.notes,
+                network=self._network_measurement(state))
             additive, complete = report.charts(summary)
         except Exception:
             LOG.exception("Could not build the metadata downtime report")
@@ -467,6 +543,16 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
             self.add_output(additive=chart)
         for chart in complete:
             self.add_output(complete=chart)
+
+    @staticmethod
+    def _network_measurement(state: _Iteration) -> t.Optional[report.NetworkMeasurement]:
+        if state.network_probe == probes.OFF:
+            return None
+        target = (state.net_meter.settings.target if state.net_meter is not None
+                  else f"network_probe {state.network_probe}")
+        return report.NetworkMeasurement(state.network_log, target,
+                                         baseline_at=state.net_baseline_at,
+                                         cutoff=state.net_cutoff)
 
     def _cleanup(self, state: _Iteration, failed: bool) -> None:
         errors = []

@@ -1,6 +1,9 @@
-"""SLA ``max_metadata_downtime``: limits on the metadata downtime the scenario measured.
+"""SLAs ``max_metadata_downtime`` and ``max_network_downtime``: limits on what the scenario
+measured, metadata downtime seen from the guest and network downtime of its address seen from
+the Rally host.  Both have the same shape and the same logic (:class:`_DowntimeLimits`); they
+differ only in which figures they read.
 
-It reads each iteration's ``output`` through :func:`rally_metadata_plugin.core.report.extract`,
+They read each iteration's ``output`` through :func:`rally_metadata_plugin.core.report.extract`,
 the one definition of that format.
 """
 
@@ -15,6 +18,7 @@ from rally.task import sla
 from rally_metadata_plugin.core import report
 
 NAME = "max_metadata_downtime"
+NETWORK_NAME = "max_network_downtime"
 
 _LIMIT = {"type": "number", "minimum": 0}
 #: (config key, what it limits, unit label) in the order details() reports them.
@@ -38,38 +42,36 @@ def _limits(criterion_value: t.Any) -> dict[str, float]:
     return {"per_migration": float(criterion_value)}
 
 
-@sla.configure(name=NAME)
-class MaxMetadataDowntime(sla.SLA):
-    """Metadata downtime measured in the guest stays within limits (seconds).
-
-    Give one number (the limit for any single live migration's total
-    metadata downtime, e.g. 6.0) or an object with one or more of
-    per_migration, per_iteration and max_outage. Failed migrations are not
-    measurements: they count in no limit. An iteration without a measured
-    migration (it failed before measuring, or every migration it requested
-    failed) does not pass.
-    """
-
-    CONFIG_SCHEMA = {
+def _schema(what: str, scope: str) -> dict:
+    return {
         "$schema": consts.JSON_SCHEMA,
-        "description": "A number: the limit in seconds for any single live migration's total "
-        "metadata downtime (the same as {per_migration: N}). Or an object with at least one "
-        "of the keys below.",
+        "description": f"A number: the limit in seconds for any single live migration's total "
+        f"{what} downtime (the same as {{per_migration: N}}). Or an object with at least one "
+        f"of the keys below.",
         "type": ["number", "object"],
         "minimum": 0,
         "properties": {
             "per_migration": dict(_LIMIT, description=(
-                "Seconds: the most metadata downtime any single live migration may cause "
-                "(all its outages, from its request until the next one).")),
+                f"Seconds: the most {what} downtime any single live migration may cause "
+                f"(all its outages, from its request until the next one).")),
             "per_iteration": dict(_LIMIT, description=(
-                "Seconds: the most metadata downtime in one iteration (all outages after "
-                "the healthy baseline, all migrations together).")),
+                f"Seconds: the most {what} downtime in one iteration (all outages after "
+                f"{scope}, all migrations together).")),
             "max_outage": dict(_LIMIT, description=(
-                "Seconds: the longest any single metadata outage may last.")),
+                f"Seconds: the longest any single {what} outage may last.")),
         },
         "additionalProperties": False,
         "minProperties": 1,
     }
+
+
+class _DowntimeLimits(sla.SLA):
+    """What both SLAs do; a subclass says which figures it reads (:meth:`_measurement`)."""
+
+    #: Capitalised subject of details(), e.g. "Metadata downtime".
+    SUBJECT = ""
+    #: (what an iteration lacks, why it may), for details().
+    UNMEASURED = ("", "")
 
     def __init__(self, criterion_value: t.Any) -> None:
         super().__init__(criterion_value)
@@ -78,24 +80,31 @@ class MaxMetadataDowntime(sla.SLA):
         self.timestamps: list[float] = []
         self.unmeasured: list[float] = []
 
+    @staticmethod
+    def _measurement(figures: report.IterationFigures
+                     ) -> t.Optional[tuple[float, float, list[tuple[int, float]]]]:
+        """(iteration total, longest outage, [(migration, downtime)]), or None: not measured."""
+        raise NotImplementedError
+
     # -- accumulation -------------------------------------------------------
 
     def add_iteration(self, iteration: t.Mapping[str, t.Any]) -> bool:
         timestamp = float(iteration.get("timestamp") or 0.0)
         self.timestamps.append(timestamp)
         figures = report.extract(iteration.get("output"))
-        if figures is None or not figures.measured:
+        measurement = None if figures is None else self._measurement(figures)
+        if measurement is None:
             self.unmeasured.append(timestamp)
         else:
-            self._consider("per_iteration", _Worst(figures.total_downtime, timestamp))
-            self._consider("max_outage", _Worst(figures.max_outage, timestamp))
-            for migration in figures.measured_migrations:
-                self._consider("per_migration",
-                               _Worst(migration.downtime, timestamp, migration.index))
+            total, longest, migrations = measurement
+            self._consider("per_iteration", _Worst(total, timestamp))
+            self._consider("max_outage", _Worst(longest, timestamp))
+            for index, downtime in migrations:
+                self._consider("per_migration", _Worst(downtime, timestamp, index))
         self.success = self._passed()
         return self.success
 
-    def merge(self, other: "MaxMetadataDowntime") -> bool:
+    def merge(self, other: "_DowntimeLimits") -> bool:
         self.timestamps.extend(other.timestamps)
         self.unmeasured.extend(other.unmeasured)
         for key, worst in other.worst.items():
@@ -137,9 +146,64 @@ class MaxMetadataDowntime(sla.SLA):
             parts.append(f"{label} {worst.value:.2f}s {sign} {limit:.2f}s (worst: {where})")
         if self.unmeasured:
             numbers = ", ".join(str(self._iteration_number(ts)) for ts in sorted(self.unmeasured))
+            what, why = self.UNMEASURED
             parts.append(f"{len(self.unmeasured)} of {len(self.timestamps)} iteration(s) have "
-                         f"no metadata measurement ({numbers}): they failed before measuring or "
-                         f"none of their live migrations succeeded")
+                         f"{what} ({numbers}): {why}")
         if not self.timestamps:
             parts.append("no iterations")
-        return "Metadata downtime: " + "; ".join(parts) + f" - {self.status()}"
+        return f"{self.SUBJECT}: " + "; ".join(parts) + f" - {self.status()}"
+
+
+@sla.configure(name=NAME)
+class MaxMetadataDowntime(_DowntimeLimits):
+    """Metadata downtime measured in the guest stays within limits (seconds).
+
+    Give one number (the limit for any single live migration's total
+    metadata downtime, e.g. 6.0) or an object with one or more of
+    per_migration, per_iteration and max_outage. Failed migrations are not
+    measurements: they count in no limit. An iteration without a measured
+    migration (it failed before measuring, or every migration it requested
+    failed) does not pass.
+    """
+
+    CONFIG_SCHEMA = _schema("metadata", "the healthy baseline")
+    SUBJECT = "Metadata downtime"
+    UNMEASURED = ("no metadata measurement",
+                  "they failed before measuring or none of their live migrations succeeded")
+
+    @staticmethod
+    def _measurement(figures):
+        if not figures.measured:
+            return None
+        return (figures.total_downtime, figures.max_outage,
+                [(m.index, m.downtime) for m in figures.measured_migrations])
+
+
+@sla.configure(name=NETWORK_NAME)
+class MaxNetworkDowntime(_DowntimeLimits):
+    """Network downtime of the guest seen from the Rally host stays within limits (seconds).
+
+    The scenario's network meter probes the guest's address (floating IP,
+    else fixed) from the Rally host (network_probe "icmp" or "tcp"): it measures it
+    beside metadata downtime, on the controller's clock. Give one number
+    (the limit for any single live migration's total network downtime, e.g.
+    5.0 as Tempest's default) or an object with one or more of
+    per_migration, per_iteration and max_outage. Failed migrations count in
+    no limit. An iteration without a network measurement (network_probe
+    "none", it failed before measuring, or none of its live migrations
+    succeeded) does not pass.
+    """
+
+    CONFIG_SCHEMA = _schema("network", "the network's healthy baseline")
+    SUBJECT = "Network downtime"
+    UNMEASURED = ("no network measurement",
+                  "the network meter was off (network_probe \"none\"), they failed before "
+                  "measuring, or none of their live migrations succeeded")
+
+    @staticmethod
+    def _measurement(figures):
+        migrations = figures.network_measured_migrations
+        if not migrations:
+            return None
+        return (figures.network_downtime or 0.0, figures.network_max_outage or 0.0,
+                [(m.index, m.network_downtime) for m in migrations])

@@ -108,6 +108,50 @@ def assert_measurements_match_truth(out: pathlib.Path, expected_count: int) -> l
     return errors
 
 
+def assert_network_matches_truth(out: pathlib.Path, expected_count: int) -> list[tuple]:
+    """Every migration's network downtime (the network meter, tcp on the devcloud)
+    within its error bound of the truth: the time the floating IP refused
+    connections (none when the profile has no network loss).
+
+    Returns (measured, bound, truth) per migration, for the record.
+    """
+    truth = truth_by_migration(out)
+    migrations = measured_migrations(workload(out))
+    assert len(migrations) == expected_count
+    figures = []
+    for migration in migrations:
+        record = truth[(migration.server, migration.index)]
+        start, end = record["network_loss_start"], record["network_loss_end"]
+        true_loss = 0.0 if start is None else end - start
+        assert migration.network_downtime is not None, migration
+        error = abs(migration.network_downtime - true_loss)
+        # The probe's start is read just before connect(); the bound covers the schedule.
+        assert error <= migration.network_downtime_error + SPAWN_LATENCY, (
+            f"migration {migration.index} of {migration.server}: network "
+            f"{migration.network_downtime} +/- {migration.network_downtime_error} s, "
+            f"true {true_loss:.3f} s")
+        assert migration.network_ongoing is False
+        figures.append((migration.network_downtime, migration.network_downtime_error,
+                        round(true_loss, 3)))
+    return figures
+
+
+def network_meters_running() -> list[int]:
+    """Network meter processes of this virtualenv still alive on this host."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"rally_metadata_plugin.adapters.network_meter" in cmdline and \
+                cmdline[0].startswith(sys.prefix.encode()):
+            found.append(int(entry.name))
+    return found
+
+
 class TaskRun:
     """One run of the main command: its exit status, output and directory."""
 
@@ -153,6 +197,9 @@ def test_healthy_profile_passes_and_measures_the_truth(healthy):
     errors = assert_measurements_match_truth(out, expected_count=9)
     print(f"healthy: |measured - truth| mean {sum(errors) / len(errors):.3f} s, "
           f"max {max(errors):.3f} s")
+    # The network meter is on (tcp): no network loss in the truth, none measured.
+    assert all(measured == 0.0 for measured, _, _ in
+               assert_network_matches_truth(out, expected_count=9))
     page = (out / "report.html").read_text()
     for title in (*report.ADDITIVE_TITLES, report.MIGRATIONS_TITLE):
         assert title in page
@@ -191,7 +238,10 @@ def test_compare_healthy_vs_ovn_slow_is_a_regression(healthy, ovn_slow, tmp_path
     assert result.returncode == 1, result.stdout + result.stderr
     assert "verdict: regression" in result.stdout
     text = page.read_text()
-    assert text.count("<svg") == 3 and "regression" in text
+    # downtime, longest outage, downtime by migration number, and network downtime (the
+    # devcloud task runs the network meter)
+    assert text.count("<svg") == 4 and "regression" in text
+    assert "Network downtime per migration: every migration" in text
 
     as_json = compare_command(str(healthy.results_file), str(ovn_slow.results_file), "--json")
     document = json.loads(as_json.stdout)
@@ -353,6 +403,49 @@ def test_ssh_dropped_at_the_switchover_costs_a_reconnect_not_the_recovery_timeou
     assert all(it["duration"] < 30 for it in load["data"]), [
         it["duration"] for it in load["data"]]
     assert_measurements_match_truth(out, expected_count=4)
+    assert_nothing_left_behind(out)
+
+
+def test_network_loss_is_measured_within_its_bound_and_fails_max_network_downtime(tmp_path):
+    """The floating IP stops answering for 1-3 s at each switchover: the network
+    meter (tcp on the devcloud) measures it beside metadata downtime, within
+    its bound of the truth, and max_network_downtime fails as configured
+    while max_metadata_downtime passes."""
+    out = tmp_path / "network-loss"
+    result = run_main_command(out, "--profile", "network-loss", "--seed", "1", "--task-args",
+                              '{"times": 2, "migrations": 2, "max_network_downtime": 1.0}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SLA PASS MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in \
+        result.stdout
+    assert "SLA FAIL MetadataDowntime.boot_and_live_migrate max_network_downtime" in \
+        result.stdout
+    load = workload(out)
+    assert load["failed_iteration_count"] == 0
+    (criterion,) = [s for s in load["sla_results"]["sla"]
+                    if s["criterion"] == "max_network_downtime"]
+    assert not criterion["success"] and "> 1.00s (worst: iteration" in criterion["detail"]
+    figures = assert_network_matches_truth(out, expected_count=4)
+    print("network-loss: (measured, bound, truth) per migration:", figures)
+    assert all(truth >= 1.0 for _, _, truth in figures)  # the premise
+    assert_measurements_match_truth(out, expected_count=4)
+    for migration in measured_migrations(load):
+        # the network came back after metadata did: the offset says so
+        assert migration.metadata_recovered_after_network < 0
+    page = (out / "report.html").read_text()
+    assert report.NETWORK_DOWNTIME_TITLE in page and "Network downtime (s)" in page
+    assert network_meters_running() == []
+    assert_nothing_left_behind(out)
+
+
+def test_icmp_on_the_devcloud_is_refused_never_a_silent_zero(tmp_path):
+    """The devcloud's floating IPs are loopback addresses: ICMP would always pass."""
+    out = tmp_path / "icmp"
+    result = run_main_command(out, "--profile", "network-loss", "--seed", "1", "--task-args",
+                              '{"times": 1, "migrations": 1, "network_probe": "icmp"}')
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    (iteration,) = workload(out)["data"]
+    assert "loopback" in iteration["error"][1] and "network_probe 'tcp'" in iteration["error"][1]
+    assert network_meters_running() == []
     assert_nothing_left_behind(out)
 
 

@@ -134,3 +134,47 @@ def test_failed_migrations_are_not_compared():
     (found,) = run.workloads.values()
     assert [m.index for m in found.migrations] == [1]
     assert found.values(compare.METRICS_BY_NAME["downtime"]) == [2.0]
+
+
+def network_export(network_downtimes, uuid="66666666-2222-3333-4444-555555555555"):
+    """An export whose migrations also carry network downtime (None: no network meter)."""
+    document = export([[0.5] * len(n) for n in network_downtimes], uuid=uuid)
+    workload = document["tasks"][0]["subtasks"][0]["workloads"][0]
+    for iteration, network in zip(workload["data"], network_downtimes):
+        figures = report.extract(iteration["output"])
+        rows = tuple(report.MigrationFigures(**{**m.__dict__, "network_downtime": n,
+                                                "network_downtime_error": 0.1})
+                     for m, n in zip(figures.migrations, network))
+        figures = report.IterationFigures(**{**figures.__dict__, "migrations": rows,
+                                             "network_downtime": sum(network)})
+        additive, complete = report.charts(report.IterationReport(figures))
+        iteration["output"] = {"additive": additive, "complete": complete}
+    return document
+
+
+def test_network_downtime_is_a_metric_that_gates_when_asked(tmp_path, capsys):
+    base = write(tmp_path, "base.json", network_export(draws(1, 0.2, 1.0)))
+    slow = write(tmp_path, "slow.json", network_export(draws(2, 4, 6)))
+    # Not gating by default: metadata did not change.
+    assert cli.main(["compare", base, slow, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    network = [c for c in document["comparisons"] if c["metric"] == "network_downtime"][0]
+    assert network["verdict"] == "regression" and not network["gating"]
+    assert cli.main(["compare", base, slow, "--gate", "network_downtime"]) == 1
+    out = capsys.readouterr().out
+    assert "Network downtime per migration" in out and "verdict: regression" in out
+    html_page = tmp_path / "compare.html"
+    assert cli.main(["compare", base, slow, "--html", str(html_page)]) == 0
+    assert "Network downtime per migration: every migration" in html_page.read_text()
+
+
+def test_runs_without_the_network_meter_show_no_network_row_and_cannot_gate_on_it(
+        tmp_path, capsys):
+    base = write(tmp_path, "a.json", export(draws(1, 0.2, 1.5)))
+    other = write(tmp_path, "b.json", export(draws(3, 0.2, 1.5)))
+    assert cli.main(["compare", base, other]) == 0
+    assert "Network downtime" not in capsys.readouterr().out
+    assert cli.main(["compare", base, other, "--gate", "network_downtime"]) == 2
+    err = capsys.readouterr().err
+    assert "--gate network_downtime: a.json has no network downtime per migration" in err
+    assert "network_probe none" in err

@@ -49,7 +49,7 @@ def charts_named(lines):
 
 
 def test_titles_are_found():
-    assert len(TITLES) == 7 and report.PER_MIGRATION_TITLE in TITLES
+    assert len(TITLES) == 8 and report.PER_MIGRATION_TITLE in TITLES
 
 
 @pytest.mark.parametrize("doc", DOCS)

@@ -97,3 +97,17 @@ def test_plugin_show_sla_renders_its_config(tmp_path):
     assert "Metadata downtime measured in the guest stays within limits" in out
     for key in ("per_migration", "per_iteration", "max_outage"):
         assert "| %s " % key in out
+
+
+def test_plugin_show_network_sla_and_network_arguments(tmp_path):
+    done = rally_cli(tmp_path, "plugin", "show", "max_network_downtime")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Network downtime of the guest seen from the Rally host stays within limits" in out
+    for key in ("per_migration", "per_iteration", "max_outage"):
+        assert "| %s " % key in out
+    assert "network downtime" in out
+    done = rally_cli(tmp_path, "plugin", "show", "MetadataDowntime.boot_and_live_migrate")
+    for argument in ("network_probe", "network_probe_interval", "network_probe_timeout"):
+        assert "| %s " % argument in done.stdout
+    assert "ICMP" in done.stdout and "SSH port" in done.stdout

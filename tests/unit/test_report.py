@@ -180,7 +180,8 @@ def test_every_chart_passes_rallys_validation(name):
 def test_additive_titles_and_order_never_change(name):
     additive, _ = report.charts(REPORTS[name]())
     assert tuple(c["title"] for c in additive) == report.ADDITIVE_TITLES
-    assert [c["chart_plugin"] for c in additive] == ["Lines", "Lines", "StatsTable", "StatsTable"]
+    assert [c["chart_plugin"] for c in additive] == ["Lines", "Lines", "StatsTable", "StatsTable",
+                                                     "Lines"]
 
 
 def test_charts_render_with_rallys_chart_plugins():

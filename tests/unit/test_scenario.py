@@ -16,6 +16,8 @@ rally.plugins.load()
 
 from rally_metadata_plugin.adapters import guest_meter as guest  # noqa: E402
 from rally_metadata_plugin.adapters import live_migration as nova  # noqa: E402
+from rally_metadata_plugin.adapters import network_meter  # noqa: E402
+from rally_metadata_plugin.core import log_analysis as analysis  # noqa: E402
 from rally_metadata_plugin.core import report  # noqa: E402
 from rally_metadata_plugin.plugins import scenario as sc  # noqa: E402
 
@@ -132,6 +134,56 @@ class FakeGuestSSH:
 
 
 
+class FakeNetworkMeter(network_meter.NetworkMeter):
+    """The real meter's waiting and reading logic on a simulated, clock-driven log:
+    the guest's address stops answering ``cloud.network_outage`` seconds from
+    ``cloud.network_delay`` after each migration request (controller clock)."""
+
+    instances = []
+
+    def __init__(self, cloud, settings):
+        super().__init__(settings, poll_interval=0.02)
+        self.cloud = cloud
+        self.started = None
+        self.stopped = False
+        FakeNetworkMeter.instances.append(self)
+
+    def start(self):
+        self.started = time.monotonic()
+        return 4343
+
+    def _log(self, until):
+        boot = FakeGuestSSH.instances[-1].boot
+        outages = self.cloud.network_outages(boot)
+        lines = [analysis.format_event("start", self.started, self.settings.target)]
+        t, seq = self.started + 0.01, 1
+        while t <= until:
+            ok = not any(a <= t < b for a, b in outages)
+            reason = "ok" if ok else "icmp:timeout"
+            lines.append(analysis.format_record(analysis.ProbeRecord(seq, t, t + 0.002, ok,
+                                                                     reason)))
+            t += 0.05
+            seq += 1
+        return "".join(lines)
+
+    def read(self):
+        if self.final_log is not None:
+            return analysis.parse_log(self.final_log)
+        return analysis.parse_log(self._log(time.monotonic()) if self.started else "")
+
+    @property
+    def text(self):
+        return self._log(time.monotonic()) if self.started else ""
+
+    def stop(self):
+        if self.final_log is None:
+            now = time.monotonic()
+            self.final_log = (self._log(now) + analysis.format_event("stop", now)
+                              if self.started else "")
+        self.stopped = True
+        return self.final_log
+
+
 class FakeCloud:
     """User and admin nova, neutron, and the guest's metadata behaviour."""
 
@@ -167,6 +219,19 @@ class FakeCloud:
         self.neutron.create_floatingip.return_value = {"id": "fip-1",
                                                        "floating_ip_address": "172.24.4.10"}
         self.pending = 0
+        self.network_outage = 0.2
+        self.network_delay = 0.02
+        self.network_never_recovers = False
+        self.network_unreachable = False
+
+    def network_outages(self, boot):
+        """Network outages on the controller clock (``boot``: the guest's boot there)."""
+        if self.network_unreachable:
+            return [(0, 1e12)]
+        if self.network_never_recovers and self.migrations:
+            return [(boot + self.migrations[0] + self.network_delay, 1e12)]
+        return [(boot + t + self.network_delay, boot + t + self.network_delay
+                 + self.network_outage) for t in self.migrations]
 
     def outages(self, guest_ssh):
         if self.always_failing:
@@ -230,6 +295,12 @@ def make_scenario(cloud):
     return scenario
 
 
+def fake_network_meters(cloud):
+    FakeNetworkMeter.instances.clear()
+    return mock.patch.object(sc.network_meter, "NetworkMeter",
+                             side_effect=lambda settings: FakeNetworkMeter(cloud, settings))
+
+
 def run(cloud, **args):
     FakeGuestSSH.instances.clear()
     scenario = make_scenario(cloud)
@@ -241,7 +312,8 @@ def run(cloud, **args):
     args.setdefault("recovery_timeout", 1.5)
     args.setdefault("port", 2222)
     with mock.patch.object(sc.sshutils, "SSH",
-                           side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)):
+                           side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
+            fake_network_meters(cloud):
         error = None
         try:
             scenario.run(image="image-id", flavor="flavor-id", **args)
@@ -446,7 +518,8 @@ def test_unpinned_environment_sends_auto_at_the_negotiated_microversion():
     with mock.patch("novaclient.api_versions.discover_version",
                     return_value=api_versions.APIVersion("2.96")), \
             mock.patch.object(sc.sshutils, "SSH",
-                              side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)):
+                              side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
+            fake_network_meters(cloud):
         FakeGuestSSH.instances.clear()
         scenario.run(image="image-id", flavor="flavor-id", migrations=1, port=2222,
                      probe_interval=0.05, fast_probe_interval=0.05, recovery_probes=3,
@@ -598,6 +671,12 @@ def inject(step, cloud):
     if step == "stop":
         cloud.guest_failures["stop"] = OSError("reset")
         return guest.GuestError, True, True, True, True
+    if step == "network_baseline":
+        cloud.network_unreachable = True
+        return network_meter.NetworkBaselineError, True, True, True, True
+    if step == "network_recovery":
+        cloud.network_never_recovers = True
+        return sc.NetworkNotRecovered, True, True, True, True
     if step == "delete_fip":
         cloud.neutron.delete_floatingip.side_effect = boom
         return RuntimeError, True, True, True, True
@@ -606,7 +685,7 @@ def inject(step, cloud):
 
 STEPS = ["hypervisors", "boot_create", "boot_wait", "fip_create", "fip_associate", "ssh_wait",
          "install", "start", "baseline", "host_of", "fast_on", "request", "migration_error",
-         "recovery", "stop", "delete_fip"]
+         "recovery", "stop", "delete_fip", "network_baseline", "network_recovery"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -619,7 +698,8 @@ def test_cleanup_whatever_fails(step):
     if cloud.associate_error:
         scenario._associate_floating_ip.side_effect = cloud.associate_error
     with mock.patch.object(sc.sshutils, "SSH",
-                           side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)):
+                           side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
+            fake_network_meters(cloud):
         with pytest.raises(expected):
             scenario.run(image="image-id", flavor="flavor-id", migrations=2,
                          probe_interval=0.05, fast_probe_interval=0.05, baseline_probes=3,
@@ -639,6 +719,9 @@ def test_cleanup_whatever_fails(step):
             assert "stop" in guest_ssh.ran, "meter not stopped"
         else:
             assert "stop" not in guest_ssh.ran
+    # The network meter exists once the guest is reachable, and is stopped whatever failed.
+    assert bool(FakeNetworkMeter.instances) == has_ssh
+    assert all(meter.stopped for meter in FakeNetworkMeter.instances), "network meter running"
     # The additive charts are there, same titles, same order, whatever failed.
     assert [c["title"] for c in scenario._output["additive"]] == list(report.ADDITIVE_TITLES)
     if step != "delete_fip":  # fails after the report was made
@@ -658,3 +741,87 @@ def test_workdir_argument_reaches_the_meter():
         run(cloud, migrations=1)
         assert meter_cls.call_args[0][1].workdir == \
             "/tmp/rally-metadata-meter-" + cloud.servers[-1].id[:8]
+
+
+# -- the network meter -----------------------------------------------------------
+
+
+def test_network_downtime_beside_metadata_downtime():
+    cloud = FakeCloud(outage=0.3)
+    cloud.network_outage, cloud.network_delay = 0.2, 0.02
+    scenario, error = run(cloud, migrations=2)
+    assert error is None, error
+    (meter,) = FakeNetworkMeter.instances
+    assert meter.settings.target == "ICMP echo to 172.24.4.10"  # the default: what Tempest does
+    assert meter.stopped
+    # No new atomic action: reports line up with runs without the network meter.
+    names = [name for name, _ in atomic_tree(scenario.atomic_actions())]
+    assert names == [sc.BOOT, sc.ATTACH_IP, sc.WAIT_SSH, sc.START_METER, sc.BASELINE,
+                     sc.MIGRATIONS, sc.COLLECT, sc.DELETE_SERVER]
+    figures = report.extract(scenario._output)
+    for row in figures.migrations:
+        assert row.network_downtime == pytest.approx(0.2, abs=row.network_downtime_error + 0.02)
+        assert row.network_lost == pytest.approx(0.02, abs=0.08)
+        assert row.metadata_lost_after_network is not None
+        assert row.network_ongoing is False
+    assert figures.network_downtime == pytest.approx(0.4, abs=0.15)
+    assert figures.network_measured
+    checker = rally_sla.SLA.get("max_network_downtime")(1.0)
+    assert checker.add_iteration({"timestamp": 1.0, "output": scenario._output, "error": []})
+    strict = rally_sla.SLA.get("max_network_downtime")({"per_migration": 0.05})
+    assert not strict.add_iteration({"timestamp": 1.0, "output": scenario._output, "error": []})
+
+
+def test_tcp_network_probe_connects_to_the_ssh_port():
+    cloud = FakeCloud()
+    _, error = run(cloud, migrations=1, network_probe="tcp", network_probe_interval=0.2,
+                   network_probe_timeout=0.5)
+    assert error is None, error
+    settings = FakeNetworkMeter.instances[0].settings
+    assert (settings.mode, settings.address, settings.port, settings.interval,
+            settings.timeout) == ("tcp", "172.24.4.10", 2222, 0.2, 0.5)
+
+
+def test_without_the_network_meter_the_charts_keep_their_titles():
+    cloud = FakeCloud()
+    scenario, error = run(cloud, migrations=1, network_probe="none")
+    assert error is None, error
+    assert FakeNetworkMeter.instances == []
+    assert [c["title"] for c in scenario._output["additive"]] == list(report.ADDITIVE_TITLES)
+    figures = report.extract(scenario._output)
+    assert figures.network_downtime is None and figures.migrations[0].network_downtime is None
+    passed, details = (lambda c: (c.add_iteration({"timestamp": 1.0, "output": scenario._output,
+                                                   "error": []}), c.details()))(
+        rally_sla.SLA.get("max_network_downtime")(3.0))
+    assert not passed and "no network measurement" in details
+
+
+def test_network_that_never_recovers_is_ongoing_never_zero():
+    cloud = FakeCloud()
+    cloud.network_never_recovers = True
+    scenario, error = run(cloud, migrations=2, recovery_timeout=0.6)
+    assert isinstance(error, sc.NetworkNotRecovered)
+    assert "did not answer the network meter (ICMP echo to 172.24.4.10) 3 times in a row " \
+           "within 0.6 s after live migration 1" in str(error)
+    (row,) = report.extract(scenario._output).migrations
+    assert row.network_ongoing and row.network_downtime >= 0.5
+    assert FakeNetworkMeter.instances[0].stopped
+
+
+def test_icmp_cannot_measure_a_loopback_floating_ip():
+    cloud = FakeCloud()
+    cloud.neutron.create_floatingip.return_value = {"id": "fip-1",
+                                                    "floating_ip_address": "127.0.0.9"}
+    scenario, error = run(cloud, migrations=1)
+    assert isinstance(error, ValueError)
+    assert "loopback" in str(error) and "network_probe 'tcp'" in str(error)
+    assert cloud.servers[0].deleted
+    assert [c["title"] for c in scenario._output["additive"]] == list(report.ADDITIVE_TITLES)
+
+
+def test_no_ping_on_the_rally_host_fails_validation():
+    validator = sc.MetadataMeterArgsValidator()
+    with mock.patch.object(network_meter.shutil, "which", return_value=None):
+        with pytest.raises(Exception, match="needs the ping command on the Rally host"):
+            validator.validate({}, {"args": {}}, sc.BootAndLiveMigrate, None)
+        validator.validate({}, {"args": {"network_probe": "tcp"}}, sc.BootAndLiveMigrate, None)

@@ -112,6 +112,8 @@ def test_missing_image_is_reported():
     {"ip_version": 6, "guest_interface": "ens3"}, {"password": "cubswin:)"},
     {"nics": [{"net-name": "private"}]}, {"server_kwargs": {"availability_zone": "nova"}},
     {"http_tool": "wget", "probe_timeout": 2.5},
+    {"network_probe": "tcp", "network_probe_interval": 0.5, "network_probe_timeout": 2},
+    {"network_probe": "none"},
 ])
 def test_valid_arguments(args):
     assert args_errors(**args) == []
@@ -126,6 +128,8 @@ def test_valid_arguments(args):
     ({"recovery_probes": 0}, "recovery_probes"),
     ({"use_floating_ip": "yes"}, "use_floating_ip"),
     ({"guest_interface": "eth0; rm -rf /"}, "guest_interface"),
+    ({"network_probe": "udp"}, "network_probe"),
+    ({"network_probe_interval": 0}, "network_probe_interval"),
 ])
 def test_invalid_arguments_name_the_argument(args, name):
     errors = args_errors(**args)
@@ -260,3 +264,14 @@ def test_probe_settings_use_the_workdir():
     assert (chosen.workdir, chosen.log_path) == ("/var/tmp/m", "/var/tmp/m/meter.log")
     with pytest.raises(ValueError, match="workdir must be an absolute path"):
         meter_arguments(workdir="m").probe_settings(server_id=server_id, duration=10)
+
+
+def test_network_meter_arguments_in_the_shipped_task():
+    assert shipped_workload_args()["network_probe"] == "icmp"
+    devcloud = yaml.safe_load((TASK.parent / "args" / "devcloud.yaml").read_text())
+    (workload,) = workloads(render(**devcloud))
+    assert workload["args"]["network_probe"] == "tcp"
+    assert "max_network_downtime" not in workload["sla"]
+    (limited,) = workloads(render(max_network_downtime={"per_migration": 5.0}))
+    assert limited["sla"]["max_network_downtime"] == {"per_migration": 5.0}
+    validate_syntax(render(max_network_downtime=5.0))

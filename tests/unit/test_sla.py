@@ -159,3 +159,70 @@ def test_failed_migration_is_not_a_downtime_sample():
     assert not low.add_iteration(iteration_with_statuses(
         1.0, [(0.0, "failed: rejected"), (1.0, report.STATUS_OK)]))
     assert "1.00s > 0.50s (worst: iteration 1, migration 2)" in low.details()
+
+
+# -- max_network_downtime: the same shape, on the network meter's figures --------
+
+
+def network_iteration(timestamp, network, metadata=None, outage=None, statuses=None):
+    """An iteration whose migrations had ``network`` downtimes (None: not measured)."""
+    metadata = metadata or [0.1] * len(network)
+    statuses = statuses or [report.STATUS_OK] * len(network)
+    rows = tuple(report.MigrationFigures(index=i, source_host="a", target_host="b",
+                                         downtime=m, max_outage=m, status=status,
+                                         network_downtime=n, network_downtime_error=0.1,
+                                         network_max_outage=n)
+                 for i, (m, n, status) in enumerate(zip(metadata, network, statuses), 1))
+    counted = [n for n, status in zip(network, statuses)
+               if n is not None and not status.startswith(report.STATUS_FAILED_PREFIX)]
+    figures = report.IterationFigures(
+        measured=True, total_downtime=sum(metadata), max_outage=max(metadata),
+        migrations=rows,
+        network_downtime=None if all(n is None for n in network) else sum(counted),
+        network_max_outage=outage if outage is not None else max(counted, default=0.0))
+    additive, complete = report.charts(report.IterationReport(figures))
+    return {"timestamp": timestamp, "duration": 10.0, "idle_duration": 0.0, "error": [],
+            "atomic_actions": [], "output": {"additive": additive, "complete": complete}}
+
+
+def network_checker(config):
+    return sla.SLA.get(metadata_sla.NETWORK_NAME)(config)
+
+
+@pytest.mark.parametrize("config", [5.0, {"per_migration": 5, "per_iteration": 9,
+                                          "max_outage": 3}])
+def test_network_schema_has_the_same_shape(config):
+    assert sla.SLA.validate(metadata_sla.NETWORK_NAME, None, None, config) == []
+    assert sla.SLA.validate(metadata_sla.NETWORK_NAME, None, None, {"per_migraton": 5})
+    schema = metadata_sla.MaxNetworkDowntime.CONFIG_SCHEMA
+    assert set(schema["properties"]) == {"per_migration", "per_iteration", "max_outage"}
+    assert all("network" in p["description"] for p in schema["properties"].values())
+
+
+def test_network_limits_read_the_network_figures_only():
+    s = network_checker(2.0)
+    assert s.add_iteration(network_iteration(1.0, [1.0, 1.5], metadata=[9.0, 9.0]))
+    assert not s.add_iteration(network_iteration(2.0, [0.5, 2.5]))
+    details = s.details()
+    assert details.startswith("Network downtime: ")
+    assert "2.50s > 2.00s (worst: iteration 2, migration 2)" in details
+    by_iteration = network_checker({"per_iteration": 2.0, "max_outage": 1.2})
+    assert not by_iteration.add_iteration(network_iteration(1.0, [1.0, 1.5], outage=1.5))
+    assert "total downtime of any iteration 2.50s > 2.00s" in by_iteration.details()
+    assert "longest single outage 1.50s > 1.20s" in by_iteration.details()
+
+
+def test_network_sla_fails_iterations_without_a_network_measurement():
+    s = network_checker(5.0)
+    assert not s.add_iteration(network_iteration(1.0, [None, None]))  # network_probe none
+    assert "have no network measurement (1): the network meter was off" in s.details()
+    # ... while the metadata SLA is content with the same iteration.
+    assert checker(6.0).add_iteration(network_iteration(1.0, [None, None]))
+    failed = network_checker(5.0)
+    assert not failed.add_iteration(network_iteration(1.0, [9.0], statuses=["failed: x"]))
+
+
+def test_network_sla_ignores_failed_migrations():
+    s = network_checker(2.0)
+    assert s.add_iteration(network_iteration(1.0, [1.0, 9.0],
+                                             statuses=[report.STATUS_OK, "failed: x"]))
