@@ -547,7 +547,39 @@ def aborted_ending(aborted: Aborted, signals: StopSignals, out: pathlib.Path,
     return 128 + aborted.signum
 
 
+def effective_task_args(options: argparse.Namespace) -> dict:
+    """The task arguments as Rally will see them: the file, then --task-args
+    (JSON or YAML) over it."""
+    import yaml
+    args = {}
+    try:
+        args.update(yaml.safe_load(pathlib.Path(options.task_args_file).read_text()) or {})
+        if options.task_args:
+            args.update(yaml.safe_load(options.task_args) or {})
+    except (OSError, yaml.YAMLError, TypeError, ValueError):
+        return {}               # rally will say what is wrong with them
+    return args
+
+
+def warn_if_guests_overload(options: argparse.Namespace) -> None:
+    """Say so before the run when the guests' probes need more CPU than this
+    machine has (see rally_metadata_plugin.devcloud.sizing)."""
+    from rally_metadata_plugin.devcloud import sizing
+    args = effective_task_args(options)
+    try:
+        guests = int(args.get("concurrency", 1))
+        # the defaults of tasks/metadata_lm.yaml
+        interval = float(args.get("probe_interval", 0.2))
+        fast = float(args.get("fast_probe_interval", 0.05))
+        budget = sizing.guest_cpu_budget(guests, interval, fast, os.cpu_count() or 1)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return                  # rally task validate reports bad arguments
+    if not budget.fits:
+        say(f"warning: {budget.advice()}", file=sys.stderr)
+
+
 def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> int:
+    warn_if_guests_overload(options)
     out = pathlib.Path(options.out).resolve()
     if out.exists():
         shutil.rmtree(out)
