@@ -29,7 +29,11 @@ def _serve(state: Path, *extra: str) -> tuple[subprocess.Popen, dict, float]:
         [sys.executable, "-m", "rally_metadata_plugin.devcloud.cli", "serve",
          "--profile", "healthy", "--seed", "1", "--state-dir", str(state),
          "--port", "0", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        # as started from a terminal: a test session run in the background
+        # (`pytest &` in a script) ignores SIGINT, and so would its children,
+        # on purpose (see lifetime.handle_stop_signals)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = proc.stdout.readline()
     elapsed = time.monotonic() - started
     assert line, proc.stderr.read()
