@@ -67,6 +67,9 @@ class WsgiServer:
             app, host="127.0.0.1", port=port, threads=threads,
             connection_limit=connection_limit, channel_timeout=limits.API_IDLE_SECONDS,
             backlog=1024, ident="devcloud", expose_tracebacks=False,
+            # poll(), not select(): select() dies on a descriptor numbered
+            # past 1024, which a devcloud with 100 guests has
+            asyncore_use_poll=True,
             clear_untrusted_proxy_headers=True)
         self.port: int = self._server.effective_port
         self._thread = threading.Thread(target=self._server.run, name=name,

@@ -97,14 +97,13 @@ def http_get(host: str, port: int, path: str, timeout: float = 10,
     return int(head.split()[1]), body
 
 
-@pytest.fixture
-def devcloud(tmp_path):
-    """A served devcloud with small limits, and two booted guests."""
+def _served(tmp_path: Path, guests: int, metadata_limit: int = METADATA_LIMIT):
+    """A served devcloud with small limits, and booted guests."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rally_metadata_plugin.devcloud.cli", "serve",
          "--state-dir", str(tmp_path), "--floating-cidr", CIDR,
          "--api-connection-limit", str(API_LIMIT),
-         "--metadata-connection-limit", str(METADATA_LIMIT),
+         "--metadata-connection-limit", str(metadata_limit),
          "--ssh-connection-limit", str(SSH_LIMIT),
          "--ssh-command-limit", str(COMMAND_LIMIT)],
         env=ENV, stdout=subprocess.DEVNULL)
@@ -113,15 +112,26 @@ def devcloud(tmp_path):
         info = json.loads((tmp_path / "ready").read_text())
         remote = SimpleNamespace(auth_url=info["auth_url"], config=DevCloudConfig(
             state_dir=tmp_path, users=default_users(1), floating_cidr=CIDR))
-        guests = [boot_guest(remote, user="demo", name=f"load-{i}")
-                  for i in range(2)]
-        yield SimpleNamespace(proc=proc, info=info, guests=guests,
+        booted = [boot_guest(remote, user="demo", name=f"load-{i}")
+                  for i in range(guests)]
+        yield SimpleNamespace(proc=proc, info=info, guests=booted,
                               state=Path(tmp_path))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         lifetime.kill_guest_processes(Path(tmp_path) / "guests")
+
+
+@pytest.fixture
+def devcloud(tmp_path):
+    yield from _served(tmp_path, guests=2)
+
+
+@pytest.fixture
+def roomy_devcloud(tmp_path):
+    """Room for more metadata connections than select() can number."""
+    yield from _served(tmp_path, guests=1, metadata_limit=1500)
 
 
 def test_overloaded_servers_stay_bounded_answer_as_full_and_recover(devcloud):
@@ -221,3 +231,26 @@ def test_sigterm_stops_an_overloaded_devcloud_within_seconds(devcloud):
     assert lifetime.guest_processes(devcloud.state / "guests") == {}
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((api.hostname, api.port), timeout=2)
+
+
+def test_served_with_descriptors_numbered_past_select_limit(roomy_devcloud):
+    """With a hundred guests the devcloud holds descriptors numbered past
+    1024, where select() stops working: every server must go on serving."""
+    pid = roomy_devcloud.proc.pid
+    api = urlsplit(roomy_devcloud.info["base_url"])
+    guest = roomy_devcloud.guests[0]
+    _, out, _ = guest.run("printf %s \"$http_proxy\"")
+    endpoint = urlsplit(out)
+    held = flood((endpoint.hostname, endpoint.port), 1100)
+    try:
+        wait_for(lambda: fds(pid) > 1100, 10, what="descriptors past 1024")
+        assert http_get(api.hostname, api.port, "/identity/v3")[0] in (200, 300)
+        path = "http://169.254.169.254/openstack/latest/meta_data.json"
+        status, body = http_get(endpoint.hostname, endpoint.port, path,
+                                absolute=path)
+        assert status == 200 and json.loads(body)["uuid"] == guest.server_id
+        assert guest.run("echo in")[:2] == (0, "in\n")
+        # and the API is still up afterwards (its I/O thread did not die)
+        assert http_get(api.hostname, api.port, "/identity/v3")[0] in (200, 300)
+    finally:
+        close_all(held)
