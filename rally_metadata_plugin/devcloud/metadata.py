@@ -3,8 +3,11 @@
 A guest's ``http_proxy`` points at its own endpoint, ``127.0.0.1:<port>``,
 allocated at boot and stable for the server's lifetime (a running meter keeps
 its environment across migrations). Requests for ``http://169.254.169.254/...``
-therefore arrive in absolute form; werkzeug turns them into an ordinary
-path. Direct requests (``GET /latest/...``) are served the same.
+therefore arrive in absolute form; aiohttp turns them into an ordinary
+path. Direct requests (``GET /latest/...``) are served the same. Every
+endpoint is served by one asyncio event loop in one thread, however many
+guests and held connections there are; past ``METADATA_CONNECTIONS`` open
+connections (:mod:`.limits`) a new one is answered 503.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
@@ -13,8 +16,8 @@ those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 
 * ``refused``: the endpoint's listening socket is closed for the outage, so
   connects fail with ECONNREFUSED; it is reopened on the same port after.
-* ``hang``: accepted, never answered; held until the client gives up (or
-  ``hang_limit`` seconds), then dropped.
+* ``hang``: accepted, never answered; held (a descriptor, no thread) until
+  the client gives up (or ``hang_limit`` seconds), then dropped.
 * ``http_500`` / ``http_503``: that status.
 * ``wrong_instance``: 200 with another instance's metadata.
 """

@@ -22,7 +22,6 @@ import asyncio
 import concurrent.futures
 import logging
 import resource
-import socket
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 

@@ -14,6 +14,14 @@ drop the packets of the guest's existing connections (``ssh_blackhole``):
 the gateway then neither reads nor writes them, without FIN or RST, for a
 while or for good, as a real network does, while new connections are
 served. A guest reboot closes them.
+
+Threads are bounded (:mod:`.limits`): one acceptor thread for every
+listener; per open connection, paramiko's transport thread (at most
+``SSH_CONNECTIONS``, past which the acceptor stops accepting); per running
+command, one thread that copies its stdin and output (at most
+``SSH_COMMANDS``, past which an exec request waits, then is refused). A
+connection closed before its client said a word (a TCP-connect probe) never
+gets a transport.
 """
 
 from __future__ import annotations
