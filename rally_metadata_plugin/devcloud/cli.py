@@ -22,7 +22,8 @@ from pathlib import Path
 try:
     from rally_metadata_plugin.devcloud import lifetime, profiles
     from rally_metadata_plugin.devcloud.cloud import DevCloud
-    from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
+    from rally_metadata_plugin.devcloud.config import (PROCESS_FLOATING_CIDR,
+                                                       DevCloudConfig,
                                                        default_users)
 except ImportError as missing:  # the devcloud's libraries are an extra
     sys.exit(f"rally-metadata-devcloud needs {missing.name}: "
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--users", type=int, default=1,
                        help="number of existing non-admin users, each in "
                             "its own project")
-    serve.add_argument("--floating-cidr", default="127.0.1.0/24")
+    serve.add_argument("--floating-cidr", default=None,
+                       help="the public network (default 127.0.1.0/24 with "
+                            "process guests, 172.24.4.0/24 with VM guests)")
     serve.add_argument("--boot-seconds", type=float, default=0.3)
     serve.add_argument("--nova-version", default="2.79",
                        help="microversion written into env.json")
@@ -70,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check every Nova response against tempest's "
                             "schemas, one JSON line per call into this "
                             "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
+    serve.add_argument("--guests", choices=("process", "vm"),
+                       default="process",
+                       help="process: guests are host processes (no root "
+                            "needed); vm: QEMU virtual machines with real "
+                            "live migration (root, qemu-system-x86)")
+    serve.add_argument("--vm-accel", choices=("auto", "tcg", "kvm"),
+                       default="auto",
+                       help="VM guests: KVM where a KVM guest boots, else "
+                            "TCG (auto), or one of them")
+    serve.add_argument("--vm-memory-mb", type=int, default=192)
+    serve.add_argument("--vm-boot-timeout", type=float, default=30.0,
+                       help="seconds a VM guest gets to boot")
     serve.add_argument("--log-level", default="WARNING")
     serve.add_argument("--outlive-parent", action="store_true",
                        help="keep serving when the process that started it exits")
@@ -86,11 +101,14 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir, profile=args.profile, seed=args.seed,
         port=args.port, hypervisors=args.hypervisors,
         ssh_port=args.ssh_port, ssh_user=args.ssh_user,
-        floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
+        floating_cidr=args.floating_cidr or PROCESS_FLOATING_CIDR,
+        boot_seconds=args.boot_seconds,
         nova_version=args.nova_version, users=default_users(args.users),
         local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
         down_hosts=args.down_hosts,
-        conformance_log=args.conformance_log)
+        conformance_log=args.conformance_log, guests=args.guests,
+        vm_accel=args.vm_accel, vm_memory_mb=args.vm_memory_mb,
+        vm_boot_timeout=args.vm_boot_timeout)
     stop = threading.Event()
     lifetime.handle_stop_signals(lambda *_: stop.set())
     if not args.outlive_parent:
@@ -117,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve(args)
-    except (ValueError, profiles.ProfileError, OSError) as e:
+    except (ValueError, profiles.ProfileError, OSError, RuntimeError) as e:
         print(f"rally-metadata-devcloud: {e}", file=sys.stderr)
         return 2
 

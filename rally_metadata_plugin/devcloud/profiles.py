@@ -37,6 +37,9 @@ pause (both are recorded in ``truth.jsonl``):
   null; new connections are served (``ssh_blackhole_start``/``_end``,
   ``ssh_blackhole_connections``).
 
+A profile may also say how QEMU migrates the VM guests (``vm:``, see
+:mod:`.vm.knobs`); the process guests ignore it.
+
 No code path depends on a profile's name: adding a profile is adding a file.
 """
 
@@ -51,6 +54,7 @@ from typing import Any, Mapping
 import yaml
 
 from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.devcloud.vm.knobs import KnobError, VmKnobs
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -159,6 +163,8 @@ class Profile:
     #: asynchronous pre-checks, then pre_live_migration, both inside precopy
     precheck_seconds: float = 0.05
     prepare_seconds: float = 0.05
+    #: how QEMU migrates VM guests (the ``vm:`` section)
+    vm: VmKnobs = VmKnobs()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Profile":
@@ -179,7 +185,8 @@ class Profile:
                               "pause_seconds"),
             outcomes=outcomes,
             precheck_seconds=_seconds(data, "precheck_seconds", 0.05),
-            prepare_seconds=_seconds(data, "prepare_seconds", 0.05))
+            prepare_seconds=_seconds(data, "prepare_seconds", 0.05),
+            vm=_vm_knobs(data.get("vm")))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Profile":
@@ -283,6 +290,13 @@ def _fault_spec(data: Any, where: str) -> FaultSpec:
         raise ProfileError(f"{where}: needs a message")
     return FaultSpec(str(data["message"]), int(data.get("code", 500)),
                      str(data.get("exception", "MigrationError")))
+
+
+def _vm_knobs(data: Any) -> VmKnobs:
+    try:
+        return VmKnobs.parse(data)
+    except KnobError as error:
+        raise ProfileError(str(error)) from error
 
 
 def _seconds(data: Mapping[str, Any], field: str, default: float) -> float:
