@@ -271,7 +271,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="healthy",
                         help="devcloud live-migration profile: healthy, ovn-slow, flaky, broken, "
-                             "error, guest-reboot, ssh-drop, "
+                             "error, guest-reboot, ssh-drop, vm-dirty, vm-paused (their VM knobs act with --guests vm), "
                              "or a path to a profile file (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="devcloud random seed")
     parser.add_argument("--out", default=str(ROOT / "out" / "devcloud"),

@@ -45,7 +45,6 @@ from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.migrations import Migration
 from rally_metadata_plugin.devcloud.model.outages import Outage
-from rally_metadata_plugin.devcloud.timers import TimerThread
 from rally_metadata_plugin.devcloud.vm import qemu as qemu_mod
 from rally_metadata_plugin.devcloud.vm.image import GuestImage
 from rally_metadata_plugin.devcloud.vm.knobs import VmKnobs
