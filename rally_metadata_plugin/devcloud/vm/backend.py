@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from rally_metadata_plugin.devcloud.config import DevCloudConfig
@@ -40,6 +42,7 @@ class VmBackend:
         self.guests: VmGuests | None = None
         self.accel: str | None = None
         self.probe_boot_seconds: float | None = None
+        self._sockets: Path | None = None
 
     def start(self) -> VmGuests:
         config = self._config
@@ -67,9 +70,11 @@ class VmBackend:
             raise preflight.PreflightError(busy)
         self.network.setup()
         run_dir = self._state / "vms"
+        # QMP and migration sockets: short paths (at most 107 bytes)
+        self._sockets = Path(tempfile.mkdtemp(prefix=f"{self.network.prefix}-"))
         self.accel, self.probe_boot_seconds = preflight.choose_accelerator(
             config.vm_accel, guest_image, self.network, run_dir,
-            config.vm_boot_timeout)
+            self._sockets, config.vm_boot_timeout)
         LOG.info("VM guests: %s, test guest booted in %.2f s", self.accel,
                  self.probe_boot_seconds)
         self.metadata = VmMetadataService(self._backend, self.network,
@@ -79,7 +84,7 @@ class VmBackend:
             VmSettings(self.accel, config.vm_memory_mb,
                        config.vm_boot_timeout, config.ssh_user,
                        self._profile.vm),
-            run_dir)
+            run_dir, self._sockets)
         return self.guests
 
     def stop(self) -> None:
@@ -89,6 +94,8 @@ class VmBackend:
             self.metadata.stop()
         if self.network is not None:
             self.network.teardown()
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
 
     def leftovers(self) -> dict:
         """QEMU processes, namespaces and devices still there."""

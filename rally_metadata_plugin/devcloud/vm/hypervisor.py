@@ -107,13 +107,15 @@ class VmGuests:
 
     def __init__(self, backend: CloudBackend, network: HostNetwork,
                  metadata: VmMetadataService, image: GuestImage,
-                 settings: VmSettings, run_dir: Path) -> None:
+                 settings: VmSettings, run_dir: Path,
+                 socket_dir: Path) -> None:
         self._backend = backend
         self._network = network
         self._metadata = metadata
         self._image = image
         self.settings = settings
         self._run_dir = run_dir
+        self._sockets = socket_dir
         self._boots_log = run_dir.parent / "vm-boots.jsonl"
         self._instances: dict[str, Instance] = {}
         self._lock = threading.Lock()
@@ -192,7 +194,7 @@ class VmGuests:
         self._network.add_tap(host, tap, fixed)
         self._metadata.attach(host, server.id, tap)
         process = QemuProcess(spec, run_dir, self._network.namespace(host),
-                              "boot")
+                              "boot", self._sockets)
         instance = Instance(server.id, host, spec, process, fixed, run_dir)
         with self._lock:
             if self._backend.compute.find_server(server.id) is None:
@@ -332,7 +334,8 @@ class VmGuests:
                                               instance.fixed_ip)
         destination = QemuProcess(instance.spec, instance.run_dir,
                                   self._network.namespace(host),
-                                  f"migration-{index}", incoming=True)
+                                  f"migration-{index}", self._sockets,
+                                  incoming=True)
         instance.destination = destination
         return destination.start()
 
@@ -365,7 +368,7 @@ class VmGuests:
         sq.execute("migrate-set-parameters", **{
             "downtime-limit": knobs.downtime_limit_ms,
             "max-bandwidth": knobs.max_bandwidth_mib << 20})
-        channel = instance.run_dir / f"migration-{migration.index}.sock"
+        channel = self._sockets / f"{instance.spec.boot_id}-{migration.index}.migration"
         channel.unlink(missing_ok=True)
         dq.execute("migrate-incoming", uri=f"unix:{channel}")
         s_mark, d_mark = sq.mark(), dq.mark()

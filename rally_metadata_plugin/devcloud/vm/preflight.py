@@ -69,7 +69,7 @@ def _verdict_key() -> str:
 
 
 def probe_boot(image: GuestImage, accel: str, network: HostNetwork,
-               run_dir: Path, timeout: float) -> float:
+               run_dir: Path, socket_dir: Path, timeout: float) -> float:
     """Boot a throw-away guest on the first host (no metadata needed);
     seconds to its ready mark, or :class:`QemuError`."""
     host = network.hosts[0]
@@ -80,7 +80,7 @@ def probe_boot(image: GuestImage, accel: str, network: HostNetwork,
                   fixed_ip="", user="cirros", boot_id=f"probe-{probe_id}")
     network.add_tap(host, tap, None)
     process = QemuProcess(spec, run_dir / f"probe-{probe_id}",
-                          network.namespace(host), "probe")
+                          network.namespace(host), "probe", socket_dir)
     try:
         process.start()
         return process.wait_ready(timeout)
@@ -90,7 +90,8 @@ def probe_boot(image: GuestImage, accel: str, network: HostNetwork,
 
 
 def choose_accelerator(requested: str, image: GuestImage, network: HostNetwork,
-                       run_dir: Path, timeout: float) -> tuple[str, float]:
+                       run_dir: Path, socket_dir: Path,
+                       timeout: float) -> tuple[str, float]:
     """The accelerator to use and the probe guest's boot seconds."""
     if requested not in ACCELERATORS:
         raise PreflightError(f"unknown accelerator {requested!r} (one of "
@@ -111,7 +112,8 @@ def choose_accelerator(requested: str, image: GuestImage, network: HostNetwork,
                  if accel == "kvm" and requested == "auto" else timeout)
         started = time.monotonic()
         try:
-            seconds = probe_boot(image, accel, network, run_dir, limit)
+            seconds = probe_boot(image, accel, network, run_dir, socket_dir,
+                                 limit)
         except QemuError as error:
             if accel == "kvm" and requested == "auto":
                 LOG.warning("a KVM guest did not boot within %.0f s on this "

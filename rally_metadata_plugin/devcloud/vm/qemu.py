@@ -124,12 +124,13 @@ class QemuProcess:
     """A QEMU in a host's namespace, with its QMP connection."""
 
     def __init__(self, spec: VmSpec, run_dir: Path, namespace: str,
-                 role: str, incoming: bool = False) -> None:
+                 role: str, socket_dir: Path, incoming: bool = False) -> None:
         self.spec = spec
         self.namespace = namespace
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.qmp_path = self.dir / f"{role}.qmp"
+        # a unix socket's path has at most 107 bytes: not in the state dir
+        self.qmp_path = socket_dir / f"{spec.boot_id}-{role}.qmp"
         self.console_path = self.dir / f"{role}.console"
         self.log_path = self.dir / f"{role}.log"
         self.incoming = incoming
