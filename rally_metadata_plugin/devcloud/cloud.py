@@ -31,7 +31,8 @@ from rally_metadata_plugin.devcloud import keys, lifetime
 from rally_metadata_plugin.devcloud.api import conformance, urls
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
-from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
+from rally_metadata_plugin.devcloud.config import (VM_FLOATING_CIDR,
+                                                   DevCloudConfig, UserSpec)
 from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
@@ -111,6 +112,10 @@ class DevCloud:
 
     def _assemble(self, state: Path) -> None:
         config = self.config
+        if config.guests == "vm" and config.floating_cidr == VM_FLOATING_CIDR:
+            # the default one may be another devcloud's: then take a free one
+            from rally_metadata_plugin.devcloud.vm.network import free_floating_cidr
+            config.floating_cidr = free_floating_cidr(config.floating_cidr)
         self.backend = CloudBackend(config, self._timers,
                                     random.Random(config.seed))
         self._truth = TruthLog(state / "truth.jsonl")

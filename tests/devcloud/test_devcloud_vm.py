@@ -10,7 +10,13 @@ them the tests skip, or fail under ``RMP_REQUIRE_ALL=1``.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,9 +25,11 @@ from devcloud_helpers import (boot_guest, clients, live_migrate, make_config,
 from prerequisites import require
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.cloud import DevCloud
+from rally_metadata_plugin.devcloud.config import DevCloudConfig, default_users
 from rally_metadata_plugin.devcloud.profiles import Profile
 from rally_metadata_plugin.devcloud.vm import image, network, preflight, qemu
 
+REPO = Path(__file__).resolve().parents[2]
 METADATA = "http://169.254.169.254"
 #: a TCG guest boots in 3-6 s on a loaded 2-core machine, and its first SSH
 #: handshake (crypto under emulation) takes a while too
@@ -162,3 +170,51 @@ def test_preflight_names_what_to_install(monkeypatch):
     found = preflight.problems()
     assert any("need root" in p for p in found)
     assert any("apt-get install qemu-system-x86" in p for p in found)
+
+
+def _serve_vm(state: Path, cidr: str) -> tuple[subprocess.Popen, SimpleNamespace]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rally_metadata_plugin.devcloud.cli", "serve",
+         "--guests", "vm", "--floating-cidr", cidr, "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    info = json.loads(line)
+    assert info["guests"] == "vm" and info["ssh_port"] == 22
+    remote = SimpleNamespace(auth_url=info["auth_url"], config=DevCloudConfig(
+        state_dir=state, users=default_users(1), guests="vm", floating_cidr=cidr))
+    return proc, remote
+
+
+def test_serve_with_vm_guests_leaves_nothing_after_sigterm_or_sigkill(tmp_path):
+    _vm_prerequisites()
+    proc, remote = _serve_vm(tmp_path / "term", "172.31.3.0/24")
+    mine = f"{network.NS_PREFIX}{proc.pid}"
+    try:
+        boot_guest(remote, user="demo", name="term-vm", ssh_timeout=SSH_TIMEOUT)
+        assert qemu.own_processes(mine + "-") and network.own_namespaces(mine)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    assert qemu.own_processes(mine + "-") == []
+    assert network.own_namespaces(mine) == [] and network.own_links(f"vm{proc.pid}.") == []
+    leftovers = json.loads((tmp_path / "term" / "leftovers.json").read_text())
+    assert leftovers["vm_after_stop"] == {"qemu_processes": [], "namespaces": [],
+                                          "links": []}
+
+    # SIGKILL: nothing runs the cleanup; QEMU dies with its parent all the
+    # same, and the next devcloud removes the namespaces left
+    proc, remote = _serve_vm(tmp_path / "kill", "172.31.4.0/24")
+    mine = f"{network.NS_PREFIX}{proc.pid}"
+    try:
+        boot_guest(remote, user="demo", name="kill-vm", ssh_timeout=SSH_TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    wait_for(lambda: qemu.own_processes(mine + "-") == [], timeout=10,
+             what="QEMU gone with its devcloud")
+    assert network.own_namespaces(mine)
+    with DevCloud(vm_config(tmp_path / "next", 5)):
+        assert network.own_namespaces(mine) == []
+        assert network.own_links(f"vm{proc.pid}.") == []

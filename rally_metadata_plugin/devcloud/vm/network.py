@@ -149,6 +149,33 @@ class Addressing:
         return str(next(ipaddress.ip_network(self.floating_cidr).hosts()))
 
 
+def floating_cidr_in_use(cidr: str) -> str | None:
+    """An address of ``cidr`` this namespace already has or routes (None:
+    the network is free here)."""
+    network = ipaddress.ip_network(cidr)
+    text = run(["ip", "-4", "-o", "addr", "show"], check=False).stdout
+    text += run(["ip", "-4", "route", "show"], check=False).stdout
+    for match in re.finditer(r"(\d+\.\d+\.\d+\.\d+)(/\d+)?", text):
+        # an address inside it, or a route into it; a wider route (say
+        # 172.16.0.0/12 to a container bridge) is no conflict: ours are /32s
+        if ipaddress.ip_address(match.group(1)) in network:
+            return match.group(0)
+    return None
+
+
+def free_floating_cidr(preferred: str) -> str:
+    """``preferred`` when free here, else the first free /24 after it in
+    172.24.0.0/16: two devclouds with VM guests on one machine (a test run
+    and a user's) then get different floating networks."""
+    if floating_cidr_in_use(preferred) is None:
+        return preferred
+    for third in range(5, 255):
+        candidate = f"172.24.{third}.0/24"
+        if floating_cidr_in_use(candidate) is None:
+            return candidate
+    return preferred           # check_free will say that it is taken
+
+
 class HostNetwork:
     """The namespaces, veths, taps, NAT rules and routes of one devcloud.
 
@@ -186,16 +213,12 @@ class HostNetwork:
     def check_free(self) -> str | None:
         """Why this devcloud's floating network cannot be used here (None:
         it can): another devcloud or this machine already uses it."""
-        network = ipaddress.ip_network(self.addressing.floating_cidr)
-        text = run(["ip", "-4", "-o", "addr", "show"], check=False).stdout
-        text += run(["ip", "-4", "route", "show"], check=False).stdout
-        for match in re.finditer(r"(\d+\.\d+\.\d+\.\d+)", text):
-            address = ipaddress.ip_address(match.group(1))
-            if address in network:
-                return (f"the floating network {network} is already in use "
-                        f"on this machine ({address}: another devcloud with "
-                        f"VM guests?); choose another with --floating-cidr")
-        return None
+        used = floating_cidr_in_use(self.addressing.floating_cidr)
+        if used is None:
+            return None
+        return (f"the floating network {self.addressing.floating_cidr} is "
+                f"already in use on this machine ({used}: another devcloud "
+                f"with VM guests?); choose another with --floating-cidr")
 
     def setup(self) -> None:
         gateway = self.addressing.gateway

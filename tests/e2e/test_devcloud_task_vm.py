@@ -1,0 +1,118 @@
+"""End to end on VM guests: ``tools/devcloud_task.py --guests vm``.
+
+The README's main command with real QEMU guests: every migration's
+measured downtime within its error bound of the truth (what a guest whose
+clock stops in the pause can see, :func:`accuracy.observable_outage`), the
+scenario's estimated guest pause within 50 ms of QEMU's downtime (of the
+guest's real stop for a paused migration), the SLA verdict as exit status,
+and nothing left behind: no server, no QEMU, no namespace, no device.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from prerequisites import require
+from rally_metadata_plugin.devcloud import accuracy
+from rally_metadata_plugin.devcloud.vm import image, preflight
+from test_devcloud_task import (SPAWN_LATENCY, TaskRun, assert_nothing_left_behind,
+                                workload)
+
+#: the issue's bound on |estimated pause - QEMU's|
+PAUSE_TOLERANCE = 0.05
+#: the README's figure for the main command with --guests vm on 2 cores
+WALL_SECONDS = 90.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vm_prerequisites():
+    missing = preflight.problems()
+    require(not missing, "; ".join(missing))
+    require(image.GuestImage.load(image.default_cache_dir() / image.build_name())
+            is not None,
+            "the VM guest image is not built (python -m "
+            "rally_metadata_plugin.devcloud.vm.image)")
+
+
+@pytest.fixture(scope="module")
+def vm_healthy(tmp_path_factory):
+    return TaskRun(tmp_path_factory.mktemp("vm-healthy") / "out", "--guests", "vm",
+                   "--profile", "healthy", "--seed", "11")
+
+
+@pytest.fixture(scope="module")
+def vm_ovn_slow(tmp_path_factory):
+    return TaskRun(tmp_path_factory.mktemp("vm-ovn-slow") / "out", "--guests", "vm",
+                   "--profile", "ovn-slow", "--seed", "5")
+
+
+def accuracy_rows(out: pathlib.Path, expected: int) -> list[accuracy.MigrationAccuracy]:
+    rows = accuracy.compare(json.loads((out / "results.json").read_text()),
+                            accuracy.read_truth(out / "truth.jsonl"))
+    assert len(rows) == expected
+    return rows
+
+
+def assert_measured_within_bounds(rows) -> None:
+    for row in rows:
+        assert row.downtime_error <= row.error_bound + SPAWN_LATENCY, (
+            f"migration {row.index} of {row.server}: measured {row.measured} +/- "
+            f"{row.error_bound} s, the guest could see {row.true_shortest:.3f} s")
+
+
+def assert_vm_left_nothing(out: pathlib.Path) -> None:
+    assert_nothing_left_behind(out)
+    leftovers = json.loads((out / "devcloud" / "leftovers.json").read_text())
+    assert leftovers["vm_after_stop"] == {"qemu_processes": [], "namespaces": [],
+                                          "links": []}
+
+
+def wall_seconds(stdout: str) -> float:
+    return float(re.search(r"(PASSED|FAILED \(SLA\)) in ([\d.]+) s", stdout).group(2))
+
+
+def test_vm_guests_healthy_measure_the_truth_and_the_pause(vm_healthy):
+    out, result = vm_healthy.out, vm_healthy.result
+    assert result.returncode == 0, vm_healthy.describe()
+    assert workload(out)["pass_sla"]
+    rows = accuracy_rows(out, expected=4)           # 2 iterations of 2 migrations
+    assert_measured_within_bounds(rows)
+    for row in rows:
+        assert row.pause_error_vs_downtime <= PAUSE_TOLERANCE, row
+    truth = accuracy.read_truth(out / "truth.jsonl")
+    assert all(r["qemu"]["status"] == "completed" for r in truth)
+    downtime = accuracy.summary(r.downtime_error for r in rows)
+    pause = accuracy.summary(r.pause_error_vs_downtime for r in rows)
+    print(f"vm healthy: |measured - truth| mean {downtime[0]:.3f} s max {downtime[1]:.3f} s; "
+          f"|pause estimate - QEMU downtime| mean {pause[0]:.3f} s max {pause[1]:.3f} s; "
+          f"wall {wall_seconds(result.stdout):.1f} s")
+    assert wall_seconds(result.stdout) <= WALL_SECONDS * 2    # slack for a busy CI machine
+    assert_vm_left_nothing(out)
+
+
+def test_vm_guests_ovn_slow_fail_the_sla_with_exit_status_2(vm_ovn_slow):
+    out, result = vm_ovn_slow.out, vm_ovn_slow.result
+    assert result.returncode == 2, vm_ovn_slow.describe()
+    assert "SLA FAIL MetadataDowntime.boot_and_live_migrate max_metadata_downtime" in result.stdout
+    rows = accuracy_rows(out, expected=4)
+    assert_measured_within_bounds(rows)
+    assert all(row.measured > 6.0 for row in rows)
+    for row in rows:
+        assert row.pause_error_vs_downtime <= PAUSE_TOLERANCE, row
+    assert_vm_left_nothing(out)
+
+
+def test_vm_guests_paused_migration_pause_is_estimated(tmp_path):
+    run = TaskRun(tmp_path / "out", "--guests", "vm", "--profile", "vm-paused", "--seed", "3",
+                  "--task-args", '{"times": 1, "migrations": 2}')
+    assert run.result.returncode == 0, run.describe()
+    rows = accuracy_rows(run.out, expected=2)
+    assert_measured_within_bounds(rows)
+    for row in rows:
+        assert row.stopped > 1.0, row                # a multi-second stop
+        assert row.pause_error <= PAUSE_TOLERANCE, row
+    assert_vm_left_nothing(run.out)
