@@ -44,6 +44,8 @@ class MigrationAccuracy:
     pause_estimate: Optional[float]
     qemu_downtime: Optional[float]
     stopped: Optional[float]
+    #: the scenario's own bound on its pause estimate (SSH round trips)
+    pause_bound: Optional[float] = None
 
     @property
     def downtime_error(self) -> float:
@@ -115,7 +117,8 @@ def compare(results: dict, truth: Iterable[dict]) -> list[MigrationAccuracy]:
         rows.append(MigrationAccuracy(
             migration.server, migration.index, migration.downtime,
             migration.downtime_error, shortest, longest, migration.pause,
-            None if downtime_ms is None else downtime_ms / 1000.0, stopped))
+            None if downtime_ms is None else downtime_ms / 1000.0, stopped,
+            migration.pause_error))
     return rows
 
 
