@@ -218,6 +218,9 @@ class DevCloud:
         resources = self.backend.leftovers()
         orphans = {sid: pids for sid, pids in self._own_processes().items()
                    if sid not in resources["servers"]}
+        if self.vm is not None:
+            orphans.update({sid: pids for sid, pids in self.vm.processes().items()
+                            if sid not in resources["servers"]})
         return {"resources": resources, "processes_of_deleted_servers": orphans}
 
     def __enter__(self) -> "DevCloud":

@@ -61,6 +61,8 @@ def vmcloud(tmp_path_factory):
     leftovers = json.loads((cloud.state_dir / "leftovers.json").read_text())
     assert leftovers["vm_after_stop"] == {"qemu_processes": [], "namespaces": [],
                                           "links": []}
+    # the deleted server's QEMU died with it; the others only at the stop
+    assert leftovers["processes_of_deleted_servers"] == {}
 
 
 @pytest.fixture(scope="module")

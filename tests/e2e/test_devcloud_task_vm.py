@@ -19,11 +19,19 @@ import pytest
 from prerequisites import require
 from rally_metadata_plugin.devcloud import accuracy
 from rally_metadata_plugin.devcloud.vm import image, preflight
-from test_devcloud_task import (SPAWN_LATENCY, TaskRun, assert_nothing_left_behind,
-                                workload)
+from test_devcloud_task import TaskRun, assert_nothing_left_behind, workload
 
 #: the issue's bound on |estimated pause - QEMU's|
 PAUSE_TOLERANCE = 0.05
+#: What SPAWN_LATENCY of test_devcloud_task.py allows for a process guest,
+#: for an emulated (TCG) guest: a probe's start time is read before its HTTP
+#: client is spawned, and under emulation that takes tens of milliseconds
+#: (an in-guest loop of curl probes runs at one per 0.15 s here); right
+#: after a migration the destination QEMU re-translates the guest's code and
+#: it is slower still. An outage the guest could see for less than that can
+#: pass between two probes' requests unseen (the vm-paused e2e once saw a
+#: 0.185 s one measured as none).
+VM_SPAWN_LATENCY = 0.2
 #: the README's figure for the main command with --guests vm on 2 cores
 WALL_SECONDS = 90.0
 
@@ -59,7 +67,7 @@ def accuracy_rows(out: pathlib.Path, expected: int) -> list[accuracy.MigrationAc
 
 def assert_measured_within_bounds(rows) -> None:
     for row in rows:
-        assert row.downtime_error <= row.error_bound + SPAWN_LATENCY, (
+        assert row.downtime_error <= row.error_bound + VM_SPAWN_LATENCY, (
             f"migration {row.index} of {row.server}: measured {row.measured} +/- "
             f"{row.error_bound} s, the guest could see {row.true_shortest:.3f} s")
 

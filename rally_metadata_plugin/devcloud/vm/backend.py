@@ -97,6 +97,12 @@ class VmBackend:
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
 
+    def processes(self) -> dict[str, list[int]]:
+        """Live QEMU processes of this devcloud, by server."""
+        if self.guests is None:
+            return {}
+        return self.guests.processes()
+
     def leftovers(self) -> dict:
         """QEMU processes, namespaces and devices still there."""
         if self.network is None:

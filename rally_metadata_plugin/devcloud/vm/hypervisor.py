@@ -295,6 +295,17 @@ class VmGuests:
         qemu_mod.kill_own_processes(self.name_prefix + "-")
         self._metadata.stop()
 
+    def processes(self) -> dict[str, list[int]]:
+        """Live QEMU processes by server (a server's name is its id)."""
+        found: dict[str, list[int]] = {}
+        prefix = self.name_prefix + "-"
+        for pid in qemu_mod.own_processes(prefix):
+            name = qemu_mod.process_name(pid) or ""
+            server_id = name[len(prefix):]
+            if not server_id.startswith("probe-"):
+                found.setdefault(server_id, []).append(pid)
+        return found
+
     def leftovers(self) -> list[int]:
         return qemu_mod.own_processes(self.name_prefix + "-")
 

@@ -233,20 +233,23 @@ class QemuProcess:
                 pass
 
 
+def process_name(pid: int) -> str | None:
+    """The ``-name`` of a QEMU process (without its options), else None."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    if argv and argv[0].endswith(QEMU.encode()) and b"-name" in argv[:-1]:
+        name = argv[argv.index(b"-name") + 1].decode(errors="replace")
+        return name.split(",")[0]
+    return None
+
+
 def own_processes(name_prefix: str) -> list[int]:
     """Live QEMU processes whose ``-name`` starts with ``name_prefix``."""
-    found = []
-    for pid in pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if (argv and argv[0].endswith(QEMU.encode()) and b"-name" in argv):
-            name = argv[argv.index(b"-name") + 1].decode(errors="replace")
-            if name.startswith(name_prefix):
-                found.append(pid)
-    return found
+    return [pid for pid in pids()
+            if (process_name(pid) or "").startswith(name_prefix)]
 
 
 def kill_own_processes(name_prefix: str, timeout: float = 5.0) -> list[int]:
