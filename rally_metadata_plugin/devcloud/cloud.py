@@ -143,6 +143,12 @@ class DevCloud:
 
     def _assemble_process_guests(self, state: Path) -> None:
         config = self.config
+        netns_kinds = self.profile.netns_kinds()
+        if netns_kinds:
+            raise ValueError(
+                f"profile {self.profile.name}: the process guests cannot "
+                f"inject {', '.join(map(str, netns_kinds))} (it needs a "
+                f"network namespace per host): run the VM guests (--guests vm)")
         self.metadata = MetadataService(self.backend, self._timers,
                                         config.hang_limit)
         self.guests = GuestManager(self.backend, state / "guests",

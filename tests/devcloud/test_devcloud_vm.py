@@ -220,3 +220,29 @@ def test_serve_with_vm_guests_leaves_nothing_after_sigterm_or_sigkill(tmp_path):
     with DevCloud(vm_config(tmp_path / "next", 5)):
         assert network.own_namespaces(mine) == []
         assert network.own_links(f"vm{proc.pid}.") == []
+
+
+DROP_PROFILE = {"name": "test-drop", "vm": {}, "outcomes": [
+    {"weight": 1, "kinds": {"drop": 1}, "outage_seconds": 3.0}]}
+
+
+def test_a_drop_outage_drops_the_guests_packets_on_the_destination(tmp_path):
+    _vm_prerequisites()
+    with DevCloud(vm_config(tmp_path, 6, profile=Profile.from_dict(DROP_PROFILE))) as cloud:
+        guest = boot_guest(cloud, name="vm-drop", ssh_timeout=SSH_TIMEOUT)
+        record = live_migrate(cloud, guest)
+        assert record["kind"] == "drop"
+        _, out, _ = guest.run(f"curl -s -m 0.5 {METADATA}/latest/meta-data/hostname; "
+                              f"echo \" exit $?\"")
+        assert out.strip() == "exit 28", (out, record)      # timed out, not refused
+        rules = lambda: network.run(["ip", "netns", "exec", cloud.vm.network.namespace(
+            record["destination"]), "iptables", "-w", "-S", "INPUT"]).stdout
+        assert "-j DROP" in rules()
+        wait_for(lambda: guest.run(f"curl -s -m 1 {METADATA}/latest/meta-data/hostname")[1]
+                 == "vm-drop.novalocal", timeout=10, what="metadata after the drop")
+        assert "-j DROP" not in rules()
+
+
+def test_process_guests_refuse_a_profile_with_drop(tmp_path):
+    with pytest.raises(ValueError, match="run the VM guests"):
+        DevCloud(make_config(tmp_path, profile=Profile.from_dict(DROP_PROFILE))).start()

@@ -157,6 +157,12 @@ def test_profiles_carry_vm_knobs():
     base = {"outcomes": [{"weight": 1}]}
     with pytest.raises(ProfileError, match="vm.paused"):
         Profile.from_dict({**base, "vm": {"paused": 1}})
+    # drop needs a namespace per host: a profile for VM guests may use it
+    drop = {"outcomes": [{"kinds": {"drop": 1, "refused": 1}, "outage_seconds": 1}]}
+    with pytest.raises(ProfileError, match="its VM guests can"):
+        Profile.from_dict(drop)
+    assert Profile.from_dict({**drop, "vm": {}}).netns_kinds() == [FaultKind.DROP]
+    assert Profile.load("healthy").netns_kinds() == []
 
 
 IDENTITY = InstanceIdentity(
@@ -183,6 +189,7 @@ def test_metadata_answers_of_a_host():
     elsewhere = answer(view(None, host="compute-1"), "compute-2", json_path)
     assert (elsewhere.action, elsewhere.status) == ("reply", 404)
     assert answer(view(FaultKind.REFUSED), "compute-2", json_path).action == "drop"
+    assert answer(view(FaultKind.DROP), "compute-2", json_path).action == "drop"
     assert answer(view(FaultKind.HANG), "compute-2", json_path).action == "hang"
     assert answer(view(FaultKind.HTTP_503), "compute-2", json_path).status == 503
     wrong = answer(view(FaultKind.WRONG_INSTANCE), "compute-2", json_path)

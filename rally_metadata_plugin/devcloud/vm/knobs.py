@@ -12,7 +12,8 @@
 
 The process guests ignore this section; the VM guests ignore the profile's
 drawn ``precopy_seconds`` and ``pause_seconds``: QEMU's pre-copy and pause
-are real (``truth.jsonl`` has QEMU's figures).
+are real (``truth.jsonl`` has QEMU's figures). A profile with this section
+may use the ``drop`` outage kind, which only the VM guests can inject.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ process guests; the outage kinds are applied per instance:
 
 * ``refused``: the instance's listener on that host is closed for the
   outage (connects fail with ECONNREFUSED), then reopened;
+* ``drop``: an iptables rule in the host's namespace drops the guest's
+  packets to the service (connects time out);
 * ``hang``: accepted, never answered (until the client leaves or
   ``hang_limit``);
 * ``http_500`` / ``http_503``: that status;
@@ -66,8 +68,9 @@ def answer(view: MetadataView | None, host: str, path: str) -> Answer:
         # not (or no longer) on this host: neutron's proxy finds no port
         return Answer("reply", 404, "text/plain", "Not Found")
     kind = FaultKind(view.outage.kind) if view.outage else None
-    if kind is FaultKind.REFUSED:
-        return Answer("drop")       # arrived just before the listener closed
+    if kind in (FaultKind.REFUSED, FaultKind.DROP):
+        # arrived just before the listener closed, or the rule was in place
+        return Answer("drop")
     if kind is FaultKind.HANG:
         return Answer("hang")
     if kind is not None and kind.http_status is not None:
@@ -242,12 +245,34 @@ class VmMetadataService:
             return attachment is not None and attachment.listener is not None
 
     def outage_added(self, outage: Outage) -> None:
+        if outage.kind == FaultKind.DROP:
+            self._schedule_drop(outage)
+            return
         if outage.kind != FaultKind.REFUSED:
             return
         reconcile = lambda: self._reconcile(outage.host, outage.server_id)  # noqa: E731
         self._scheduler.call_at(outage.start, reconcile)
         if outage.end is not None:
             self._scheduler.call_at(outage.end, reconcile)
+
+    def _schedule_drop(self, outage: Outage) -> None:
+        with self._lock:
+            attachment = self._attachments.get((outage.host, outage.server_id))
+        if attachment is None:
+            return
+        tap = attachment.tap
+
+        def set_drop(dropped: bool) -> None:
+            try:
+                self._network.drop_metadata(outage.host, tap, dropped)
+            except Exception:       # the host's namespace went with a stop
+                LOG.warning("drop outage of %s on %s: %s", outage.server_id,
+                            outage.host, "on" if dropped else "off",
+                            exc_info=True)
+
+        self._scheduler.call_at(outage.start, lambda: set_drop(True))
+        if outage.end is not None:
+            self._scheduler.call_at(outage.end, lambda: set_drop(False))
 
     def stop(self) -> None:
         with self._lock:

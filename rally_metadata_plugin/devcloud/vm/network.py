@@ -237,8 +237,13 @@ class HostNetwork:
             self._ip(host, "route", "add", gateway, "dev", UPLINK)
             self._ip(host, "route", "add", "default", "via", gateway, "dev",
                      UPLINK)
+            # conntrack: a guest that comes back to a host finds its old
+            # connections' entries there with long-stale TCP windows; strict
+            # tracking would call its packets invalid and leave them un-NATed
             run(["ip", "netns", "exec", ns, "sh", "-c",
-                 "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+                 "echo 1 > /proc/sys/net/ipv4/ip_forward && "
+                 "iptables -w -t nat -S >/dev/null && "
+                 "echo 1 > /proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"])
 
     def teardown(self) -> None:
         """Delete every namespace (taps, NAT rules and the veths' peers go
@@ -289,6 +294,16 @@ class HostNetwork:
         self._iptables(host, "-t", "nat", "-D", "POSTROUTING", "-s",
                        f"{fixed_ip}/32", "-o", UPLINK, "-j", "SNAT",
                        "--to-source", fip, check=False)
+
+    def drop_metadata(self, host: str, tap: str, dropped: bool) -> None:
+        """Drop (or stop dropping) every packet a guest's tap sends to the
+        metadata service on ``host``: the ``drop`` outage."""
+        rule = ["INPUT", "-i", tap, "-p", "tcp", "-d", METADATA_ADDRESS,
+                "--dport", "80", "-j", "DROP"]
+        if dropped:
+            self._iptables(host, "-I", *rule)
+        else:
+            self._iptables(host, "-D", *rule, check=False)
 
     def route_floating_ip(self, fip: str, host: str) -> None:
         """Send the devcloud's traffic for ``fip`` to ``host`` (one ``ip``
