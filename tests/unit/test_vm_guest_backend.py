@@ -4,6 +4,7 @@ line, profile knobs, the per-host metadata answers, names, accuracy."""
 from __future__ import annotations
 
 import gzip
+import json
 import lzma
 import stat
 
@@ -236,3 +237,27 @@ def test_what_a_vm_guest_can_observe_of_an_outage():
     assert row.pause_error_vs_downtime == pytest.approx(0.03)
     assert accuracy.summary([1.0, None, 3.0]) == (2.0, 3.0)
     assert accuracy.summary([None]) is None
+
+
+def _main_command():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[2] / "tools" / "devcloud_task.py"
+    spec = importlib.util.spec_from_file_location("devcloud_task_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_main_command_passes_vm_guests_on():
+    main = _main_command()
+    vm = main._parse_args(["--guests", "vm", "--task-args", '{"times": 1}'])
+    assert "--guests=vm" in main.devcloud_options(vm)
+    arguments = main.task_arguments(vm)
+    assert arguments[:2] == ["--task-args-file", vm.task_args_file]
+    # the VM guests' SSH port, under the user's own arguments
+    assert json.loads(arguments[3]) == {"ssh_port": 22, "times": 1}
+    process = main._parse_args(["--task-args", '{"times": 1}'])
+    assert "--guests=vm" not in main.devcloud_options(process)
+    assert main.task_arguments(process)[2:] == ["--task-args", '{"times": 1}']
+    assert main.task_arguments(main._parse_args([]))[2:] == []
