@@ -410,7 +410,7 @@ class VmGuests:
             if instance.fip is not None:
                 self._network.route_floating_ip(instance.fip, source_host)
             return self._failed(instance, migration, truth, knobs)
-        truth["qemu"].update(self._figures(sq.execute("query-migrate")))
+        truth["qemu"].update(self._figures(self._final_figures(sq)))
         if knobs.paused:
             dq.wait_event(_migration_status("completed"), 30, d_mark)
             dq.execute("cont")
@@ -430,6 +430,18 @@ class VmGuests:
                                                instance.fixed_ip)
         self._network.remove_tap(source_host, instance.spec.tap)
         return MigrationOutcome("completed" if on_host else "gone", truth)
+
+    @staticmethod
+    def _final_figures(qmp, timeout: float = 2.0) -> dict:
+        """``query-migrate`` once QEMU has computed the completed migration's
+        figures: it announces ``completed`` before it computes the downtime
+        and the total time (a query in between reads a downtime of 0)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = qmp.execute("query-migrate")
+            if info.get("downtime") or time.monotonic() > deadline:
+                return info
+            time.sleep(0.01)
 
     @staticmethod
     def _figures(info: dict) -> dict:
