@@ -246,3 +246,34 @@ def test_a_drop_outage_drops_the_guests_packets_on_the_destination(tmp_path):
 def test_process_guests_refuse_a_profile_with_drop(tmp_path):
     with pytest.raises(ValueError, match="run the VM guests"):
         DevCloud(make_config(tmp_path, profile=Profile.from_dict(DROP_PROFILE))).start()
+
+
+def test_aborting_a_migration_in_pre_copy_keeps_the_guest_on_its_source(tmp_path):
+    _vm_prerequisites()
+    # 1 MiB/s: pre-copy of about 100 MiB cannot end before the abort
+    profile = Profile.from_dict({"name": "test-slow-copy", "outcomes": [{"weight": 1}],
+                                 "vm": {"max_bandwidth_mib": 1}})
+    with DevCloud(vm_config(tmp_path, 7, profile=profile)) as cloud:
+        guest = boot_guest(cloud, name="vm-abort", ssh_timeout=SSH_TIMEOUT)
+        source = host_of(cloud, guest.server_id)
+        admin = clients(cloud, "admin").nova("2.79")
+        admin.servers.live_migrate(guest.server_id, host=None, block_migration="auto")
+        (migration,) = wait_for(lambda: admin.server_migrations.list(guest.server_id),
+                                what="migration listed")
+        wait_for(lambda: len(qemu.own_processes(
+            cloud.vm.guests.name_prefix + "-" + guest.server_id)) == 2,
+            what="the destination QEMU")
+        time.sleep(1.0)                                   # in pre-copy
+        admin.server_migrations.live_migration_abort(guest.server_id, migration.id)
+        record = wait_for(lambda: next((r for r in cloud.truth()
+                                        if r["status"] != "running"), None),
+                          timeout=20, what="the migration's end")
+        assert record["status"] == "cancelled", record
+        assert record["qemu"]["status"] == "cancelled"
+        assert record["pause_start"] is None and record["outage_start"] is None
+        wait_for(lambda: admin.servers.get(guest.server_id).status == "ACTIVE",
+                 what="ACTIVE again")
+        assert host_of(cloud, guest.server_id) == source
+        assert len(qemu.own_processes(
+            cloud.vm.guests.name_prefix + "-" + guest.server_id)) == 1
+        assert guest.run("hostname")[1].strip() == "vm-abort.novalocal"
