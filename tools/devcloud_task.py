@@ -22,6 +22,12 @@ Options that make the devcloud behave like some real clouds:
 * ``--live-migrate-timeout S``: rally's ``nova_server_live_migrate_timeout``
   (the scenario aborts a migration still running then).
 
+``--guests vm`` runs the same task on QEMU virtual machines instead of host
+processes: real guests (Debian kernel, busybox, curl, dropbear) whose live
+migrations are QEMU's, with the guest clock stopped in the pause. It needs
+root and ``apt-get install qemu-system-x86 iptables iproute2 curl``; the
+guest image is built from Debian packages at first use (about a minute).
+
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP abort the run within seconds: the Rally
 task is aborted (its finished iterations kept), the devcloud and every guest
 process stopped, the partial report and results written when the task
@@ -265,7 +271,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="healthy",
                         help="devcloud live-migration profile: healthy, ovn-slow, flaky, broken, "
-                             "error, guest-reboot, ssh-drop, network-loss, "
+                             "error, guest-reboot, ssh-drop, network-loss, vm-dirty, vm-paused "
+                             "(their VM knobs act with --guests vm), "
                              "or a path to a profile file (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="devcloud random seed")
     parser.add_argument("--out", default=str(ROOT / "out" / "devcloud"),
@@ -283,17 +290,48 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                              "none (default: the devcloud's)")
     parser.add_argument("--live-migrate-timeout", type=float, default=None,
                         help="[openstack] nova_server_live_migrate_timeout for Rally, seconds")
+    parser.add_argument("--guests", choices=("process", "vm"), default="process",
+                        help="process: guests are host processes (default, no root needed); "
+                             "vm: QEMU virtual machines with real live migration (root, "
+                             "qemu-system-x86)")
     return parser.parse_args(argv)
+
+
+#: Task arguments the VM guests need over the arguments file's: their SSH
+#: servers listen on the usual port.
+VM_TASK_ARGS = {"ssh_port": 22}
+
+
+def task_arguments(options: argparse.Namespace) -> list[str]:
+    """``rally task start`` options: the arguments file, then ``--task-args``
+    (the guests' own, then the user's)."""
+    found = ["--task-args-file", options.task_args_file]
+    extra = dict(VM_TASK_ARGS) if options.guests == "vm" else {}
+    if options.task_args:
+        if not extra:
+            return found + ["--task-args", options.task_args]
+        try:
+            extra.update(json.loads(options.task_args))
+        except ValueError:
+            raise SystemExit("--task-args: not a JSON object")
+    return found + (["--task-args", json.dumps(extra)] if extra else [])
 
 
 class DevCloudProcess:
     """The devcloud as a child process, stopped on exit whatever happens,
     guest processes included."""
 
+    #: seconds the devcloud may take to start; with VM guests it may build
+    #: the guest image (downloads) and boots a test guest first
+    START_SECONDS = 30.0
+    VM_START_SECONDS = 300.0
+
     def __init__(self, state_dir: pathlib.Path, profile: str, seed: int,
                  signals: StopSignals, options: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
         self.signals = signals
+        self.start_seconds = (self.VM_START_SECONDS if "--guests=vm" in options
+                              else self.START_SECONDS)
         self.command = [_bootstrap.venv_bin("rally-metadata-devcloud"), "serve",
                         "--profile", profile, "--seed", str(seed),
                         "--state-dir", str(state_dir), *options]
@@ -306,7 +344,7 @@ class DevCloudProcess:
         # SIGTERM if this command dies: the devcloud then stops its guests
         self.child = Child(self.command, self.state_dir / "devcloud.out",
                            death_signal=signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_seconds
         try:
             while not (self.state_dir / "ready").exists():
                 self.signals.check()
@@ -446,6 +484,8 @@ def devcloud_options(options: argparse.Namespace) -> tuple[str, ...]:
     found = ["--local-disks"] if options.local_disks else []
     if options.nova_version not in (None, "none"):
         found += ["--nova-version", options.nova_version]
+    if options.guests != "process":
+        found.append(f"--guests={options.guests}")
     return tuple(found)
 
 
@@ -472,6 +512,9 @@ def leaked_resources(path: pathlib.Path) -> dict:
     for key in ("processes_of_deleted_servers", "processes_after_stop"):
         if leftovers.get(key):
             found[key] = leftovers[key]
+    vm = {kind: left for kind, left in leftovers.get("vm_after_stop", {}).items() if left}
+    if vm:
+        found["vm_after_stop"] = vm
     return found
 
 
@@ -597,9 +640,7 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
                           str(environment_spec(cloud, out, options.nova_version)),
                           signals=signals, echo=False)
                 # No "rally env check": "rally task start" checks the cloud's health itself.
-                task_args = ["--task-args-file", options.task_args_file]
-                if options.task_args:
-                    task_args += ["--task-args", options.task_args]
+                task_args = task_arguments(options)
                 tags = ["--tag", options.tag] if options.tag else []
                 task = rally.start("task", "start", options.task, *task_args, *tags)
                 try:

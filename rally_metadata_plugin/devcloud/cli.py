@@ -24,7 +24,8 @@ from pathlib import Path
 try:
     from rally_metadata_plugin.devcloud import lifetime, limits, profiles
     from rally_metadata_plugin.devcloud.cloud import DevCloud
-    from rally_metadata_plugin.devcloud.config import (DevCloudConfig,
+    from rally_metadata_plugin.devcloud.config import (PROCESS_FLOATING_CIDR,
+                                                       DevCloudConfig,
                                                        default_users)
 except ImportError as missing:  # the devcloud's libraries are an extra
     sys.exit(f"rally-metadata-devcloud needs {missing.name}: "
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--users", type=int, default=1,
                        help="number of existing non-admin users, each in "
                             "its own project")
-    serve.add_argument("--floating-cidr", default="127.0.1.0/24")
+    serve.add_argument("--floating-cidr", default=None,
+                       help="the public network (default 127.0.1.0/24 with "
+                            "process guests, 172.24.4.0/24 with VM guests)")
     serve.add_argument("--boot-seconds", type=float, default=0.3)
     serve.add_argument("--nova-version", default="2.79",
                        help="microversion written into env.json")
@@ -72,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check every Nova response against tempest's "
                             "schemas, one JSON line per call into this "
                             "file (default: $RMP_DEVCLOUD_CONFORMANCE)")
+    serve.add_argument("--guests", choices=("process", "vm"),
+                       default="process",
+                       help="process: guests are host processes (no root "
+                            "needed); vm: QEMU virtual machines with real "
+                            "live migration (root, qemu-system-x86)")
+    serve.add_argument("--vm-accel", choices=("auto", "tcg", "kvm"),
+                       default="auto",
+                       help="VM guests: KVM where a KVM guest boots, else "
+                            "TCG (auto), or one of them")
+    serve.add_argument("--vm-memory-mb", type=int, default=192)
+    serve.add_argument("--vm-boot-timeout", type=float, default=30.0,
+                       help="seconds a VM guest gets to boot")
     limits_group = serve.add_argument_group(
         "load limits", "what the servers take on at once; past it they "
         "answer slowly or with 503, never by growing without bound")
@@ -99,11 +114,14 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir, profile=args.profile, seed=args.seed,
         port=args.port, hypervisors=args.hypervisors,
         ssh_port=args.ssh_port, ssh_user=args.ssh_user,
-        floating_cidr=args.floating_cidr, boot_seconds=args.boot_seconds,
+        floating_cidr=args.floating_cidr or PROCESS_FLOATING_CIDR,
+        boot_seconds=args.boot_seconds,
         nova_version=args.nova_version, users=default_users(args.users),
         local_disks=args.local_disks, disabled_hosts=args.disabled_hosts,
         down_hosts=args.down_hosts,
-        conformance_log=args.conformance_log,
+        conformance_log=args.conformance_log, guests=args.guests,
+        vm_accel=args.vm_accel, vm_memory_mb=args.vm_memory_mb,
+        vm_boot_timeout=args.vm_boot_timeout,
         api_connection_limit=args.api_connection_limit,
         metadata_connection_limit=args.metadata_connection_limit,
         ssh_connection_limit=args.ssh_connection_limit,
@@ -137,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve(args)
-    except (ValueError, profiles.ProfileError, OSError) as e:
+    except (ValueError, profiles.ProfileError, OSError, RuntimeError) as e:
         print(f"rally-metadata-devcloud: {e}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,11 @@ command runs. It writes into its state directory:
 * ``guests/<server uuid>/``: each guest's home directory;
 * ``ready``: written last, a JSON object with the URLs (removed on stop);
 * ``leftovers.json``: written on stop: resources users created and did not
-  delete, and guest processes that outlived their server or the stop.
+  delete, and guest processes that outlived their server or the stop (with
+  VM guests: QEMU processes, namespaces and devices still there after it);
+* with VM guests (``guests="vm"``, :mod:`.vm`): ``vms/<server uuid>/``
+  (QEMU's consoles, logs and QMP sockets) and ``vm-boots.jsonl`` (each
+  guest's boot time).
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rally_metadata_plugin.devcloud import keys, lifetime, serving
 from rally_metadata_plugin.devcloud.api import conformance, urls
 from rally_metadata_plugin.devcloud.api.app import ApiApp, ApiServer
 from rally_metadata_plugin.devcloud.api.base import RequestLog
-from rally_metadata_plugin.devcloud.config import DevCloudConfig, UserSpec
+from rally_metadata_plugin.devcloud.config import (VM_FLOATING_CIDR,
+                                                   DevCloudConfig, UserSpec)
 from rally_metadata_plugin.devcloud.guests import GuestManager
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
@@ -35,6 +40,9 @@ from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.network_loss import NetworkLoss
 from rally_metadata_plugin.devcloud.ssh import SshGateway
 from rally_metadata_plugin.devcloud.timers import TimerThread
+
+if TYPE_CHECKING:
+    from rally_metadata_plugin.devcloud.vm.backend import VmBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -83,6 +91,7 @@ class DevCloud:
         self._timers: TimerThread | None = None
         self._api: ApiServer | None = None
         self._request_log: RequestLog | None = None
+        self.vm: "VmBackend | None" = None
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -105,9 +114,44 @@ class DevCloud:
 
     def _assemble(self, state: Path) -> None:
         config = self.config
+        if config.guests == "vm" and config.floating_cidr == VM_FLOATING_CIDR:
+            # the default one may be another devcloud's: then take a free one
+            from rally_metadata_plugin.devcloud.vm.network import free_floating_cidr
+            config.floating_cidr = free_floating_cidr(config.floating_cidr)
         self.backend = CloudBackend(config, self._timers,
                                     random.Random(config.seed))
         self._truth = TruthLog(state / "truth.jsonl")
+        if config.guests == "vm":
+            self._assemble_vm_guests(state)
+        else:
+            self._assemble_process_guests(state)
+        self._request_log = RequestLog(state / "requests.log")
+        app = ApiApp(self.backend, self._request_log,
+                     {"truth": self._truth, "profile": self.profile.name})
+        self._api = ApiServer(app, config.port, self._conformance(state),
+                              config.api_connection_limit)
+
+    def _assemble_vm_guests(self, state: Path) -> None:
+        """QEMU guests: their hypervisor migrates for real (checked and
+        prepared before anything serves: a missing tool is an error now)."""
+        from rally_metadata_plugin.devcloud.vm.backend import VmBackend
+        self.vm = VmBackend(self.config, self.backend, self._timers, state,
+                            self.profile)
+        guests = self.vm.start()
+        self.engine = MigrationEngine(self.backend, self.profile,
+                                      self.config.seed, guests, self._truth,
+                                      hypervisor=guests)
+        self.backend.migrations.migrator = self.engine
+        self.backend.listeners = [guests]
+
+    def _assemble_process_guests(self, state: Path) -> None:
+        config = self.config
+        netns_kinds = self.profile.netns_kinds()
+        if netns_kinds:
+            raise ValueError(
+                f"profile {self.profile.name}: the process guests cannot "
+                f"inject {', '.join(map(str, netns_kinds))} (it needs a "
+                f"network namespace per host): run the VM guests (--guests vm)")
         self.metadata = MetadataService(self.backend, self._timers,
                                         config.hang_limit,
                                         config.metadata_connection_limit)
@@ -125,11 +169,6 @@ class DevCloud:
         self.backend.migrations.migrator = self.engine
         # metadata first: a guest's environment needs its endpoint's URL
         self.backend.listeners = [self.metadata, self.guests, self.ssh]
-        self._request_log = RequestLog(state / "requests.log")
-        app = ApiApp(self.backend, self._request_log,
-                     {"truth": self._truth, "profile": self.profile.name})
-        self._api = ApiServer(app, config.port, self._conformance(state),
-                              config.api_connection_limit)
 
     def _conformance(self, state: Path):
         """The WSGI wrapper checking Nova's responses against tempest's
@@ -157,8 +196,12 @@ class DevCloud:
         leftovers = self._leftovers()
         if self.guests is not None:
             self.guests.kill_all()
+        if self.vm is not None:
+            self.vm.stop()
         if leftovers is not None:
             leftovers["processes_after_stop"] = self._own_processes()
+            if self.vm is not None:
+                leftovers["vm_after_stop"] = self.vm.leftovers()
             (self.state_dir / "leftovers.json").write_text(json.dumps(leftovers, indent=2))
         # recorded above, and killed all the same: guests of deleted servers,
         # processes forked while their guest was being killed
@@ -187,6 +230,9 @@ class DevCloud:
         resources = self.backend.leftovers()
         orphans = {sid: pids for sid, pids in self._own_processes().items()
                    if sid not in resources["servers"]}
+        if self.vm is not None:
+            orphans.update({sid: pids for sid, pids in self.vm.processes().items()
+                            if sid not in resources["servers"]})
         return {"resources": resources, "processes_of_deleted_servers": orphans}
 
     def __enter__(self) -> "DevCloud":
@@ -256,7 +302,8 @@ class DevCloud:
                 "truth": str(self.truth_path),
                 "requests_log": str(self.state_dir / "requests.log"),
                 "profile": self.profile.name, "seed": self.config.seed,
-                "ssh_port": self.config.ssh_port,
+                "ssh_port": self.config.guest_ssh_port,
+                "guests": self.config.guests,
                 "ssh_user": self.config.ssh_user, "pid": os.getpid()}
 
     def _write_state_files(self) -> None:

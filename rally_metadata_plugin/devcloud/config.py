@@ -10,6 +10,12 @@ from rally_metadata_plugin.devcloud import limits
 from rally_metadata_plugin.devcloud.profiles import Profile
 
 
+GUEST_BACKENDS = ("process", "vm")
+PROCESS_FLOATING_CIDR = "127.0.1.0/24"
+#: devstack's public range: routed to the VM guests' host namespaces
+VM_FLOATING_CIDR = "172.24.4.0/24"
+
+
 @dataclasses.dataclass(frozen=True)
 class UserSpec:
     """An existing keystone user, alone in its own project."""
@@ -66,6 +72,15 @@ class DevCloudConfig:
         before the gateway stops accepting (clients then wait).
     :param ssh_command_limit: commands running at once over SSH, all guests
         together; an exec request past it waits, then is refused.
+    :param guests: ``process`` (host processes, no root needed) or ``vm``
+        (QEMU virtual machines with real live migration, see
+        :mod:`.vm`; needs root). VM guests serve SSH on port 22 of a
+        floating IP outside 127/8 (:data:`VM_FLOATING_CIDR` unless given).
+    :param vm_accel: ``auto`` (KVM where a KVM guest boots, else TCG),
+        ``tcg`` or ``kvm``.
+    :param vm_memory_mb: each VM's memory.
+    :param vm_boot_timeout: seconds a VM guest gets to boot (the preflight's
+        test guest too).
     """
 
     state_dir: Path
@@ -75,7 +90,7 @@ class DevCloudConfig:
     hypervisors: int = 2
     ssh_port: int = 2222
     ssh_user: str = "cirros"
-    floating_cidr: str = "127.0.1.0/24"
+    floating_cidr: str = PROCESS_FLOATING_CIDR
     boot_seconds: float = 0.3
     nova_version: str = "2.79"
     region: str = "RegionOne"
@@ -91,6 +106,10 @@ class DevCloudConfig:
     metadata_connection_limit: int = limits.METADATA_CONNECTIONS
     ssh_connection_limit: int = limits.SSH_CONNECTIONS
     ssh_command_limit: int = limits.SSH_COMMANDS
+    guests: str = "process"
+    vm_accel: str = "auto"
+    vm_memory_mb: int = 192
+    vm_boot_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -100,10 +119,19 @@ class DevCloudConfig:
                       "ssh_connection_limit", "ssh_command_limit"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1")
+        if self.guests not in GUEST_BACKENDS:
+            raise ValueError(f"guests: one of {', '.join(GUEST_BACKENDS)}, "
+                             f"got {self.guests!r}")
+        if self.guests == "vm" and self.floating_cidr == PROCESS_FLOATING_CIDR:
+            self.floating_cidr = VM_FLOATING_CIDR
         network = ipaddress.ip_network(self.floating_cidr)
-        if not network.is_loopback:
+        if self.guests == "process" and not network.is_loopback:
             # guests bind real sockets on their floating IPs
             raise ValueError("floating_cidr must be inside 127.0.0.0/8")
+        if self.guests == "vm" and network.is_loopback:
+            # VM guests are reached through routes to their hosts
+            raise ValueError("floating_cidr must be outside 127.0.0.0/8 "
+                             "with VM guests")
         if sum(1 for u in self.users if u.admin) != 1:
             raise ValueError("exactly one admin user is required")
         if not any(not u.admin for u in self.users):
@@ -117,6 +145,11 @@ class DevCloudConfig:
                 raise ValueError(f"{field}: no such compute host "
                                  f"{', '.join(unknown)} (hosts are "
                                  f"compute-1 .. compute-{self.hypervisors})")
+
+    @property
+    def guest_ssh_port(self) -> int:
+        """The port the guests' SSH servers listen on."""
+        return 22 if self.guests == "vm" else self.ssh_port
 
     @property
     def host_names(self) -> list[str]:

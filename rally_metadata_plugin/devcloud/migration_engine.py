@@ -24,6 +24,11 @@ Phases of one migration (all instants on ``CLOCK_BOOTTIME``):
 
 Or the migration fails after pre-copy: status ERROR with a fault, host
 unchanged, no pause and no outage.
+
+With a :class:`Hypervisor` (the VM guests, :mod:`.vm`), phases 1 (after the
+pre-checks) and 2 are real: the hypervisor migrates the guest and calls
+back while the guest is paused to switch the host over; the drawn pre-copy
+and pause are not used, and the truth record gets the hypervisor's figures.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import random
 import threading
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
@@ -63,6 +68,17 @@ class SwitchoverEffect(Protocol):
     def switched_over(self, server_id: str, plan: MigrationPlan) -> dict:
         """Called while the guest is frozen on the destination; returns the
         fields it adds to the truth record."""
+
+
+class Hypervisor(Protocol):
+    """Migrates a guest for real (:class:`.vm.hypervisor.VmGuests`)."""
+
+    def live_migrate(self, migration: Migration,
+                     switch_over: Callable[[], bool],
+                     abort: threading.Event):
+        """Migrate; call ``switch_over`` while the guest is paused, before
+        it resumes on the destination (True: the model switched). Returns
+        a :class:`.vm.hypervisor.MigrationOutcome`."""
 
 
 class TruthLog:
@@ -108,13 +124,15 @@ class MigrationEngine:
 
     def __init__(self, backend: CloudBackend, profile: Profile, seed: int,
                  freezer: Freezer, truth: TruthLog,
-                 effects: Sequence[SwitchoverEffect] = ()) -> None:
+                 effects: Sequence[SwitchoverEffect] = (),
+                 hypervisor: Hypervisor | None = None) -> None:
         self._backend = backend
         self._profile = profile
         self._seed = seed
         self._freezer = freezer
         self._truth = truth
         self._effects = tuple(effects)
+        self._hypervisor = hypervisor
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._aborts: dict[str, threading.Event] = {}
@@ -222,6 +240,12 @@ class MigrationEngine:
                 if not step(migration, failure):
                     self._ended_early(migration, record, failure)
                     return
+            if plan.error is not None and self._hypervisor is not None:
+                self._fail(migration, plan.error, record)
+                return
+            if self._hypervisor is not None:
+                self._migrate_for_real(migration, plan, record, abort)
+                return
             if not self._sleep_until(start + plan.precopy, abort):
                 self._stopped_early(migration, record, abort)
                 return
@@ -273,6 +297,36 @@ class MigrationEngine:
         record.update(status="error" if failed else "aborted",
                       fault={"message": error.message, "code": error.code},
                       completed_at=boottime.now())
+
+    def _migrate_for_real(self, migration: Migration, plan: MigrationPlan,
+                          record: dict, abort: threading.Event) -> None:
+        """The hypervisor migrates; the model follows its switchover."""
+        switched: dict = {}
+
+        def switch_over() -> bool:
+            switched["outage"] = self._backend.migrations.switch_over(
+                migration, plan.outage)
+            return migration.status == "post-migrating"
+
+        outcome = self._hypervisor.live_migrate(migration, switch_over, abort)
+        record.update(outcome.truth)
+        if outcome.status == "cancelled":
+            self._stopped_early(migration, record, abort)
+            return
+        if outcome.status == "failed" and "outage" not in switched:
+            self._fail(migration, FaultSpec(outcome.error), record)
+            return
+        if outcome.status != "completed" or migration.status != "post-migrating":
+            record["status"] = "aborted"
+            return
+        outage = switched.get("outage")
+        if outage is not None:
+            record.update(outage_start=outage.start, outage_end=outage.end,
+                          kind=outage.kind)
+        if self._backend.migrations.complete_migration(migration):
+            record.update(status="completed", completed_at=boottime.now())
+        else:
+            record["status"] = "aborted"
 
     def _switch_over(self, migration: Migration, plan: MigrationPlan,
                      record: dict, abort: threading.Event) -> None:

@@ -44,6 +44,9 @@ pause (both are recorded in ``truth.jsonl``):
   process guest's floating IP is a loopback address the host's own kernel
   answers pings for: only a VM guest can show the loss to ICMP.
 
+A profile may also say how QEMU migrates the VM guests (``vm:``, see
+:mod:`.vm.knobs`); the process guests ignore it.
+
 No code path depends on a profile's name: adding a profile is adding a file.
 """
 
@@ -58,12 +61,17 @@ from typing import Any, Mapping
 import yaml
 
 from rally_metadata_plugin.core.faults import FaultKind
+from rally_metadata_plugin.devcloud.vm.knobs import KnobError, VmKnobs
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 #: The faults the devcloud can inject (see :class:`FaultKind`): all but those
 #: needing a network namespace (``drop``), which its process guests lack.
 OUTAGE_KINDS = tuple(kind for kind in FaultKind if not kind.needs_netns)
+#: A profile for VM guests (one with a ``vm:`` section) may use every kind:
+#: each of their compute hosts is a network namespace (``drop`` is an
+#: iptables rule there); process guests refuse such a profile at start.
+VM_OUTAGE_KINDS = tuple(FaultKind)
 
 
 class ProfileError(ValueError):
@@ -173,12 +181,14 @@ class Profile:
     #: asynchronous pre-checks, then pre_live_migration, both inside precopy
     precheck_seconds: float = 0.05
     prepare_seconds: float = 0.05
+    #: how QEMU migrates VM guests (the ``vm:`` section)
+    vm: VmKnobs = VmKnobs()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Profile":
         if not isinstance(data, Mapping):
             raise ProfileError("a profile is a mapping")
-        outcomes = tuple(_parse_outcome(o, i)
+        outcomes = tuple(_parse_outcome(o, i, for_vms="vm" in data)
                          for i, o in enumerate(data.get("outcomes") or []))
         if not outcomes:
             raise ProfileError("outcomes: at least one is required")
@@ -193,7 +203,8 @@ class Profile:
                               "pause_seconds"),
             outcomes=outcomes,
             precheck_seconds=_seconds(data, "precheck_seconds", 0.05),
-            prepare_seconds=_seconds(data, "prepare_seconds", 0.05))
+            prepare_seconds=_seconds(data, "prepare_seconds", 0.05),
+            vm=_vm_knobs(data.get("vm")))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Profile":
@@ -206,6 +217,11 @@ class Profile:
                 f"no profile {name_or_path!r}; shipped: {available()}")
         with path.open() as f:
             return cls.from_dict(yaml.safe_load(f))
+
+    def netns_kinds(self) -> list[FaultKind]:
+        """The kinds of this profile that only VM guests can inject."""
+        return sorted({kind for outcome in self.outcomes
+                       for kind in outcome.kinds if kind.needs_netns})
 
     def draw(self, rng: random.Random) -> MigrationPlan:
         """Draw one migration's plan; the order of draws is fixed so that a
@@ -240,7 +256,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
-def _parse_outcome(data: Any, index: int) -> Outcome:
+def _parse_outcome(data: Any, index: int, for_vms: bool = False) -> Outcome:
     where = f"outcomes[{index}]"
     if not isinstance(data, Mapping):
         raise ProfileError(f"{where}: expected a mapping")
@@ -260,14 +276,17 @@ def _parse_outcome(data: Any, index: int) -> Outcome:
     kinds = data.get("kinds") or {}
     if not isinstance(kinds, Mapping):
         raise ProfileError(f"{where}.kinds: a mapping kind -> weight")
+    allowed = VM_OUTAGE_KINDS if for_vms else OUTAGE_KINDS
     for kind, kind_weight in kinds.items():
-        if kind not in OUTAGE_KINDS:
-            known = ", ".join(OUTAGE_KINDS)
+        if kind not in allowed:
+            known = ", ".join(allowed)
             if kind in tuple(FaultKind):
                 raise ProfileError(
                     f"{where}.kinds: the devcloud cannot inject {kind!r} (it "
                     f"needs iptables in a network namespace; the devcloud's "
-                    f"guests are host processes), expected one of {known}")
+                    f"process guests are host processes), expected one of "
+                    f"{known}; its VM guests can: give the profile a vm: "
+                    f"section and run them (--guests vm)")
             raise ProfileError(f"{where}.kinds: unknown kind {kind!r}, "
                                f"expected one of {known}")
         if not isinstance(kind_weight, (int, float)) or kind_weight < 0:
@@ -304,6 +323,13 @@ def _fault_spec(data: Any, where: str) -> FaultSpec:
         raise ProfileError(f"{where}: needs a message")
     return FaultSpec(str(data["message"]), int(data.get("code", 500)),
                      str(data.get("exception", "MigrationError")))
+
+
+def _vm_knobs(data: Any) -> VmKnobs:
+    try:
+        return VmKnobs.parse(data)
+    except KnobError as error:
+        raise ProfileError(str(error)) from error
 
 
 def _seconds(data: Mapping[str, Any], field: str, default: float) -> float:

@@ -120,7 +120,7 @@ class Guest:
     def ssh(self, key: str | None = None) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        client.connect(self.address, port=self.cloud.config.ssh_port,
+        client.connect(self.address, port=self.cloud.config.guest_ssh_port,
                        username=self.cloud.config.ssh_user,
                        pkey=paramiko.RSAKey.from_private_key(
                            io.StringIO(key or self.private_key)),
@@ -198,8 +198,9 @@ def host_of(nova, server_id: str) -> str:
 
 
 def boot_guest(cloud: DevCloud, user: str = "alice",
-               name: str = "vm") -> Guest:
-    """Keypair + server + floating IP; returns once SSH answers."""
+               name: str = "vm", ssh_timeout: float = 15) -> Guest:
+    """Keypair + server + floating IP; returns once SSH answers (VM guests
+    boot a kernel first: give them longer)."""
     c = clients(cloud, user)
     nova, neutron = c.nova("2.79"), c.neutron()
     net_id = ensure_network(c)
@@ -218,7 +219,7 @@ def boot_guest(cloud: DevCloud, user: str = "alice",
                               {"floatingip": {"port_id": port["id"]}})
     address = fip["floatingip"]["floating_ip_address"]
     guest = Guest(server.id, address, keypair.private_key, cloud)
-    wait_for(lambda: _ssh_ok(guest), what="ssh")
+    wait_for(lambda: _ssh_ok(guest), timeout=ssh_timeout, what="ssh")
     return guest
 
 
