@@ -37,9 +37,10 @@ import sys
 import threading
 import time
 
+from rally_metadata_plugin.devcloud import procfs
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASK = ROOT / "tools" / "devcloud_task.py"
-TICK = os.sysconf("SC_CLK_TCK")
 
 #: probe-rate name -> task arguments
 RATES = {
@@ -52,18 +53,11 @@ PUBLISHED = ["default:10", "default:25", "default:50",
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float | None:
-    """utime + stime (+ reaped children's) of ``pid`` from /proc, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    """CPU seconds of ``pid`` (and of the children it reaped), or None."""
+    stat = procfs.proc_stat(pid)
+    if stat is None:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    # fields[11..14] are utime, stime, cutime, cstime (stat fields 14-17)
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / TICK
+    return stat.cpu_seconds + (stat.children_cpu_seconds if children else 0.0)
 
 
 def command_line(pid: int) -> str:
@@ -76,16 +70,10 @@ def command_line(pid: int) -> str:
 
 def descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+    for pid in procfs.pids():
+        stat = procfs.proc_stat(pid)
+        if stat is not None:
+            children.setdefault(stat.ppid, []).append(pid)
     found, todo = set(), [root]
     while todo:
         pid = todo.pop()

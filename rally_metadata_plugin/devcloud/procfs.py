@@ -14,6 +14,8 @@ import signal
 import time
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
 #: States of a process that has exited: zombie, dead.
 EXITED = ("Z", "X")
 
@@ -23,6 +25,9 @@ class ProcStat(NamedTuple):
 
     state: str        # one letter: R, S, D, T, t, Z, X ...
     pgid: int
+    ppid: int = 0
+    cpu_seconds: float = 0.0            # user + system, its own
+    children_cpu_seconds: float = 0.0   # of the children it has reaped
 
 
 def proc_stat(pid: int) -> Optional[ProcStat]:
@@ -34,7 +39,11 @@ def proc_stat(pid: int) -> Optional[ProcStat]:
         return None
     # the command name may contain spaces/parentheses: split after the last ')'
     fields = stat[stat.rindex(b")") + 2:].split()
-    return ProcStat(fields[0].decode("ascii", "replace"), int(fields[2]))
+    # stat(5): utime, stime, cutime, cstime are fields 14-17, in clock ticks
+    ticks = [int(f) for f in fields[11:15]]
+    return ProcStat(fields[0].decode("ascii", "replace"), int(fields[2]),
+                    int(fields[1]), (ticks[0] + ticks[1]) / _TICKS,
+                    (ticks[2] + ticks[3]) / _TICKS)
 
 
 def proc_state(pid: int) -> Optional[str]:

@@ -9,21 +9,18 @@ iptables rules (``drop``) affect nothing outside.  Needs root, iproute2's
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import shutil
 import subprocess
-import threading
 from typing import Optional, Sequence
 
 from rally_metadata_plugin.core.probe_script import METADATA_HOST
+from rally_metadata_plugin.devcloud.setns import in_namespace
 
 IP = shutil.which("ip")
 IPTABLES = shutil.which("iptables")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
 
 
 def is_root() -> bool:
@@ -87,24 +84,4 @@ class NetNS:
 
     def call_inside(self, function):
         """Run ``function()`` in a thread that joined the namespace; sockets stay there."""
-        result: dict = {}
-
-        def run() -> None:
-            try:
-                fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
-                try:
-                    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                        errno = ctypes.get_errno()
-                        raise OSError(errno, f"setns {self.name}: {os.strerror(errno)}")
-                finally:
-                    os.close(fd)
-                result["value"] = function()
-            except BaseException as error:  # handed to the caller
-                result["error"] = error
-
-        thread = threading.Thread(target=run, name=f"setns-{self.name}")
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        return result["value"]
+        return in_namespace(self.name, function)

@@ -7,7 +7,7 @@ to the guest's tap (``SO_BINDTODEVICE``): the kernel hands each listener
 only its guest's connections, so the instance is known without trusting
 its source address (neutron's proxy trusts network + source IP). The
 sockets are created inside the host's namespace by a thread that joined it
-(:func:`.network.in_namespace`) and served from the devcloud's threads.
+(:func:`..setns.in_namespace`) and served from the devcloud's threads.
 
 A listener answers only while the model says the instance is on that host,
 so a host never serves an instance it does not hold. The documents come
@@ -40,10 +40,10 @@ from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.metadata import render
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.outages import MetadataView, Outage
+from rally_metadata_plugin.devcloud.setns import in_namespace
 from rally_metadata_plugin.devcloud.timers import TimerThread
 from rally_metadata_plugin.devcloud.vm.network import (METADATA_ADDRESS,
-                                                       HostNetwork,
-                                                       in_namespace)
+                                                       HostNetwork)
 
 LOG = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ devcloud's. Everything here needs root and iproute2 + iptables.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import ipaddress
 import logging
@@ -41,7 +40,6 @@ import os
 import re
 import subprocess
 import threading
-from typing import Callable, TypeVar
 
 from rally_metadata_plugin.devcloud.vm.image import GATEWAY
 
@@ -58,10 +56,6 @@ METADATA_ADDRESS = "169.254.169.254"
 GATEWAY_MAC = "02:00:a9:fe:00:01"
 UPLINK = "uplink"
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-T = TypeVar("T")
-
 
 class NetworkError(RuntimeError):
     """An ``ip``/``iptables`` command failed; the message has its stderr."""
@@ -72,33 +66,6 @@ def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip()}")
     return result
-
-
-def in_namespace(name: str, function: Callable[[], T]) -> T:
-    """``function()`` run by a thread that joined namespace ``name``:
-    sockets it creates stay in that namespace, usable from any thread.
-    (Python 3.11 has no ``os.setns``.)"""
-    result: dict = {}
-
-    def target() -> None:
-        try:
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"setns {name}: {os.strerror(errno)}")
-            finally:
-                os.close(fd)
-            result["value"] = function()
-        except BaseException as error:   # handed to the caller
-            result["error"] = error
-
-    thread = threading.Thread(target=target, name=f"setns-{name}")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def _alive(pid: int) -> bool:
