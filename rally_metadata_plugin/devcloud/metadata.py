@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import random
@@ -39,8 +40,8 @@ from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime, limits
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
-from rally_metadata_plugin.devcloud.model.migrations import (
-    InstanceIdentity, Outage)
+from rally_metadata_plugin.devcloud.model.outages import (
+    InstanceIdentity, MetadataView, Outage)
 from rally_metadata_plugin.devcloud import serving
 from rally_metadata_plugin.devcloud.timers import TimerThread
 
@@ -144,6 +145,43 @@ def render(path: str, identity: InstanceIdentity) -> tuple[int, str, str]:
             return 200, text, _listing(children)
         return 404, text, "Not Found"
     return 404, text, "Not Found"
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What a request gets: ``reply`` (status, type, body), ``hang`` (held
+    unanswered) or ``drop`` (connection closed unanswered)."""
+
+    action: str
+    status: int = 0
+    content_type: str = ""
+    body: str = ""
+
+
+def answer(view: MetadataView | None, host: str, path: str) -> Answer:
+    """The answer of ``host``'s service to a request for ``path`` whose
+    arrival the model describes as ``view`` (pure; both guest backends
+    answer through it)."""
+    if view is None:
+        return Answer("drop")                      # the server is gone
+    if view.host != host:
+        # not (or no longer) on this host: neutron's proxy finds no port
+        return Answer("reply", 404, "text/plain", "Not Found")
+    kind = FaultKind(view.outage.kind) if view.outage else None
+    if kind in (FaultKind.REFUSED, FaultKind.DROP):
+        # arrived just before the listener closed, or the rule was in place
+        return Answer("drop")
+    if kind is FaultKind.HANG:
+        return Answer("hang")
+    if kind is not None and kind.http_status is not None:
+        return Answer("reply", kind.http_status, "text/plain",
+                      f"{kind.http_status} devcloud metadata outage\n")
+    identity = view.identity
+    if kind is FaultKind.WRONG_INSTANCE and view.outage.decoy is not None:
+        identity = view.outage.decoy
+    status, content_type, body = render(path, identity)
+    return Answer("reply", status, content_type, body)
+
 
 
 # -- endpoints --------------------------------------------------------------------
@@ -450,24 +488,15 @@ class MetadataService:
         """The response, None to drop the connection unanswered, or _HOLD
         to hold it first."""
         view = self.backend.migrations.metadata_view(endpoint.server_id, arrival)
-        if view is None:
+        # a process guest's endpoint is its own: it answers as whichever
+        # host the server is on
+        result = answer(view, view.host if view else "", request.path)
+        if result.action == "drop":
             return None
-        identity = view.identity
-        kind = FaultKind(view.outage.kind) if view.outage else None
-        if kind is FaultKind.REFUSED:
-            # arrived in the instant before the listener closed: as refused
-            # as we can make it
-            return None
-        if kind is FaultKind.HANG:
+        if result.action == "hang":
             return _HOLD
-        if kind is not None and kind.http_status is not None:
-            status = kind.http_status
-            return _response(request, view.host, status, "text/plain",
-                             f"{status} devcloud metadata outage\n")
-        if kind is FaultKind.WRONG_INSTANCE and view.outage.decoy is not None:
-            identity = view.outage.decoy
-        status, content_type, body = render(request.path, identity)
-        return _response(request, view.host, status, content_type, body)
+        return _response(request, view.host, result.status,
+                         result.content_type, result.body)
 
 
 _HOLD = object()

@@ -20,7 +20,7 @@ from rally_metadata_plugin.devcloud.model.outages import (InstanceIdentity,
 from rally_metadata_plugin.devcloud.profiles import Profile, ProfileError
 from rally_metadata_plugin.devcloud.vm import image, network
 from rally_metadata_plugin.devcloud.vm.knobs import KnobError, VmKnobs
-from rally_metadata_plugin.devcloud.vm.metadata import answer
+from rally_metadata_plugin.devcloud.metadata import answer
 from rally_metadata_plugin.devcloud.vm.qemu import (VmSpec,
                                                     kernel_command_line,
                                                     qemu_argv)

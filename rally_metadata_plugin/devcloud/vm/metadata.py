@@ -11,9 +11,8 @@ sockets are created inside the host's namespace by a thread that joined it
 
 A listener answers only while the model says the instance is on that host,
 so a host never serves an instance it does not hold. The documents come
-from :func:`..metadata.render` and the fault state from
-:meth:`~..model.migrations.LiveMigrationBackend.metadata_view`, as for the
-process guests; the outage kinds are applied per instance:
+from :func:`..metadata.answer` (documents and fault state, as for the
+process guests); the outage kinds are applied per instance:
 
 * ``refused``: the instance's listener on that host is closed for the
   outage (connects fail with ECONNREFUSED), then reopened;
@@ -37,50 +36,15 @@ import threading
 
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import boottime
-from rally_metadata_plugin.devcloud.metadata import render
+from rally_metadata_plugin.devcloud.metadata import answer
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
-from rally_metadata_plugin.devcloud.model.outages import MetadataView, Outage
+from rally_metadata_plugin.devcloud.model.outages import Outage
 from rally_metadata_plugin.devcloud.setns import in_namespace
 from rally_metadata_plugin.devcloud.timers import TimerThread
 from rally_metadata_plugin.devcloud.vm.network import (METADATA_ADDRESS,
                                                        HostNetwork)
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """What a request gets: ``reply`` (status, type, body), ``hang`` (held
-    unanswered) or ``drop`` (connection closed unanswered)."""
-
-    action: str
-    status: int = 0
-    content_type: str = ""
-    body: str = ""
-
-
-def answer(view: MetadataView | None, host: str, path: str) -> Answer:
-    """The answer of ``host``'s service to a request for ``path`` whose
-    arrival the model describes as ``view`` (pure)."""
-    if view is None:
-        return Answer("drop")                      # the server is gone
-    if view.host != host:
-        # not (or no longer) on this host: neutron's proxy finds no port
-        return Answer("reply", 404, "text/plain", "Not Found")
-    kind = FaultKind(view.outage.kind) if view.outage else None
-    if kind in (FaultKind.REFUSED, FaultKind.DROP):
-        # arrived just before the listener closed, or the rule was in place
-        return Answer("drop")
-    if kind is FaultKind.HANG:
-        return Answer("hang")
-    if kind is not None and kind.http_status is not None:
-        return Answer("reply", kind.http_status, "text/plain",
-                      f"{kind.http_status} devcloud metadata outage\n")
-    identity = view.identity
-    if kind is FaultKind.WRONG_INSTANCE and view.outage.decoy is not None:
-        identity = view.outage.decoy
-    status, content_type, body = render(path, identity)
-    return Answer("reply", status, content_type, body)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
