@@ -45,6 +45,7 @@ from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.actions import Failure
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.migrations import Migration
+from rally_metadata_plugin.devcloud.model.outages import Outage
 from rally_metadata_plugin.devcloud.profiles import (FaultSpec, MigrationPlan,
                                                      Profile)
 
@@ -316,17 +317,10 @@ class MigrationEngine:
         if outcome.status == "failed" and "outage" not in switched:
             self._fail(migration, FaultSpec(outcome.error), record)
             return
-        if outcome.status != "completed" or migration.status != "post-migrating":
+        if outcome.status != "completed":
             record["status"] = "aborted"
             return
-        outage = switched.get("outage")
-        if outage is not None:
-            record.update(outage_start=outage.start, outage_end=outage.end,
-                          kind=outage.kind)
-        if self._backend.migrations.complete_migration(migration):
-            record.update(status="completed", completed_at=boottime.now())
-        else:
-            record["status"] = "aborted"
+        self._complete(migration, record, switched.get("outage"))
 
     def _switch_over(self, migration: Migration, plan: MigrationPlan,
                      record: dict, abort: threading.Event) -> None:
@@ -344,6 +338,13 @@ class MigrationEngine:
         finally:
             self._freezer.thaw(server_id)
             record["pause_end"] = boottime.now()
+        self._complete(migration, record, outage)
+
+    def _complete(self, migration: Migration, record: dict,
+                  outage: Outage | None) -> None:
+        """After the switchover (simulated or QEMU's): the destination's
+        outage into the record, and the migration completed unless it was
+        aborted meanwhile."""
         if migration.status != "post-migrating":
             record["status"] = "aborted"
             return
