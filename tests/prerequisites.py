@@ -19,3 +19,16 @@ def require(condition: bool, why: str) -> None:
     if os.environ.get("RMP_REQUIRE_ALL") == "1":
         pytest.fail(f"RMP_REQUIRE_ALL=1 but cannot run: {why}", pytrace=False)
     pytest.skip(why)
+
+
+def require_vm_guests() -> None:
+    """:func:`require` what the devcloud's VM guests need: root, QEMU and the
+    other tools its preflight checks, and the built guest image."""
+    from rally_metadata_plugin.devcloud.vm import image, preflight
+
+    missing = preflight.problems()
+    require(not missing, "; ".join(missing))
+    require(image.GuestImage.load(image.default_cache_dir() / image.build_name())
+            is not None,
+            "the VM guest image is not built (python -m "
+            "rally_metadata_plugin.devcloud.vm.image)")

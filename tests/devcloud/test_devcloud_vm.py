@@ -22,27 +22,18 @@ import pytest
 
 from devcloud_helpers import (boot_guest, clients, live_migrate, make_config,
                               quick_profile, wait_for)
-from prerequisites import require
+from prerequisites import require_vm_guests
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.cloud import DevCloud
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, default_users
 from rally_metadata_plugin.devcloud.profiles import Profile
-from rally_metadata_plugin.devcloud.vm import image, network, preflight, qemu
+from rally_metadata_plugin.devcloud.vm import network, preflight, qemu
 
 REPO = Path(__file__).resolve().parents[2]
 METADATA = "http://169.254.169.254"
 #: a TCG guest boots in 3-6 s on a loaded 2-core machine, and its first SSH
 #: handshake (crypto under emulation) takes a while too
 SSH_TIMEOUT = 60
-
-
-def _vm_prerequisites() -> None:
-    missing = preflight.problems()
-    require(not missing, "; ".join(missing))
-    require(image.GuestImage.load(image.default_cache_dir() / image.build_name())
-            is not None,
-            "the VM guest image is not built (python -m "
-            "rally_metadata_plugin.devcloud.vm.image)")
 
 
 def vm_config(tmp, serial: int, **overrides):
@@ -52,7 +43,7 @@ def vm_config(tmp, serial: int, **overrides):
 
 @pytest.fixture(scope="module")
 def vmcloud(tmp_path_factory):
-    _vm_prerequisites()
+    require_vm_guests()
     cloud = DevCloud(vm_config(tmp_path_factory.mktemp("vmcloud"), 1,
                                profile=quick_profile(FaultKind.REFUSED,
                                                      outage=(1.0, 1.0))))
@@ -148,7 +139,7 @@ def test_deleting_a_server_kills_its_qemu_and_removes_its_tap(vmcloud):
 
 
 def test_a_paused_migration_stops_the_guest_clock(tmp_path):
-    _vm_prerequisites()
+    require_vm_guests()
     profile = Profile.from_dict({
         "name": "test-paused", "outcomes": [{"weight": 1}],
         "vm": {"paused": True, "max_bandwidth_mib": 32, "dirty_memory_mb": 16}})
@@ -190,7 +181,7 @@ def _serve_vm(state: Path, cidr: str) -> tuple[subprocess.Popen, SimpleNamespace
 
 
 def test_serve_with_vm_guests_leaves_nothing_after_sigterm_or_sigkill(tmp_path):
-    _vm_prerequisites()
+    require_vm_guests()
     proc, remote = _serve_vm(tmp_path / "term", "172.31.3.0/24")
     mine = f"{network.NS_PREFIX}{proc.pid}"
     try:
@@ -227,7 +218,7 @@ DROP_PROFILE = {"name": "test-drop", "vm": {}, "outcomes": [
 
 
 def test_a_drop_outage_drops_the_guests_packets_on_the_destination(tmp_path):
-    _vm_prerequisites()
+    require_vm_guests()
     with DevCloud(vm_config(tmp_path, 6, profile=Profile.from_dict(DROP_PROFILE))) as cloud:
         guest = boot_guest(cloud, name="vm-drop", ssh_timeout=SSH_TIMEOUT)
         record = live_migrate(cloud, guest)
@@ -249,7 +240,7 @@ def test_process_guests_refuse_a_profile_with_drop(tmp_path):
 
 
 def test_aborting_a_migration_in_pre_copy_keeps_the_guest_on_its_source(tmp_path):
-    _vm_prerequisites()
+    require_vm_guests()
     # 1 MiB/s: pre-copy of about 100 MiB cannot end before the abort
     profile = Profile.from_dict({"name": "test-slow-copy", "outcomes": [{"weight": 1}],
                                  "vm": {"max_bandwidth_mib": 1}})

@@ -18,9 +18,8 @@ import statistics
 
 import pytest
 
-from prerequisites import require
+from prerequisites import require_vm_guests
 from rally_metadata_plugin.devcloud import accuracy
-from rally_metadata_plugin.devcloud.vm import image, preflight
 from test_devcloud_task import TaskRun, assert_nothing_left_behind, workload
 
 #: The issue's target for |estimated pause - QEMU's|, held to by the median
@@ -45,12 +44,7 @@ WALL_SECONDS = 90.0
 
 @pytest.fixture(scope="module", autouse=True)
 def _vm_prerequisites():
-    missing = preflight.problems()
-    require(not missing, "; ".join(missing))
-    require(image.GuestImage.load(image.default_cache_dir() / image.build_name())
-            is not None,
-            "the VM guest image is not built (python -m "
-            "rally_metadata_plugin.devcloud.vm.image)")
+    require_vm_guests()
 
 
 @pytest.fixture(scope="module")
