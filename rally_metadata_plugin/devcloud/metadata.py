@@ -271,6 +271,29 @@ def bound_socket(port: int) -> socket.socket:
     return sock
 
 
+class _CountingServer(web.Server):
+    """aiohttp's server, counting its open connections into the service's
+    total: every accept checks that total, and summing the endpoints' own
+    counts there would cost as much as there are guests."""
+
+    def __init__(self, service: "MetadataService", *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._service = service
+        self._counted: set = set()
+
+    def connection_made(self, handler, transport) -> None:
+        super().connection_made(handler, transport)
+        if handler not in self._counted:
+            self._counted.add(handler)
+            self._service.open_connections += 1
+
+    def connection_lost(self, handler, exc=None) -> None:
+        if handler in self._counted:
+            self._counted.discard(handler)
+            self._service.open_connections -= 1
+        super().connection_lost(handler, exc)
+
+
 class MetadataEndpoint:
     """One server's metadata listener: ``127.0.0.1:<port>``.
 
@@ -285,9 +308,10 @@ class MetadataEndpoint:
         self.port = sock.getsockname()[1]
         self._unused: socket.socket | None = sock   # bound, not yet served
         self._listener: asyncio.AbstractServer | None = None
-        self._http = web.Server(self._handle, handler_cancellation=True,
-                                keepalive_timeout=limits.METADATA_IDLE_SECONDS,
-                                access_log=None, loop=service.events.loop)
+        self._http = _CountingServer(service, self._handle,
+                                     handler_cancellation=True,
+                                     keepalive_timeout=limits.METADATA_IDLE_SECONDS,
+                                     access_log=None, loop=service.events.loop)
         self._gone: asyncio.Event | None = None     # created in the loop
         self._switching = asyncio.Lock()
         self.closed_for_good = False
@@ -368,9 +392,6 @@ class MetadataEndpoint:
         for handler in self._http.connections:
             handler.force_close()
 
-    def connections(self) -> int:
-        return len(self._http.connections)
-
     def _protocol(self) -> asyncio.BaseProtocol:
         if self._service.full():
             self._service.overloaded_answers += 1
@@ -413,6 +434,7 @@ class MetadataService:
         self._endpoints: dict[str, MetadataEndpoint] = {}
         self._lock = threading.Lock()
         self.overloaded_answers = 0     # 503s for being full, since start
+        self.open_connections = 0       # every endpoint's, kept by the loop
 
     def endpoint(self, server_id: str) -> MetadataEndpoint:
         """The server's endpoint, created (and opened) on first use."""
@@ -467,10 +489,8 @@ class MetadataService:
 
     def full(self) -> bool:
         """Whether the open connections reached ``max_connections`` (asked
-        in the event loop, which owns every endpoint's connections)."""
-        with self._lock:
-            endpoints = list(self._endpoints.values())
-        return sum(e.connections() for e in endpoints) >= self.max_connections
+        in the event loop, which owns the count)."""
+        return self.open_connections >= self.max_connections
 
     async def handle(self, endpoint: MetadataEndpoint,
                      request: web.BaseRequest) -> web.StreamResponse:
