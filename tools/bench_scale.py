@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 
-from rally_metadata_plugin.devcloud import procfs
+from rally_metadata_plugin.devcloud import lifetime, procfs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASK = ROOT / "tools" / "devcloud_task.py"
@@ -106,7 +106,6 @@ class CpuSampler(threading.Thread):
             self.sample()
 
     def sample(self) -> None:
-        from rally_metadata_plugin.devcloud import lifetime
         seen = []
         for pid in descendants(self.root):
             argv = command_line(pid).split(" ")
