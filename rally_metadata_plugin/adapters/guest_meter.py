@@ -80,6 +80,9 @@ MIN_STALL_TIMEOUT = 10.0
 #: Attempts of a repeatable guest command before giving up on the connection
 #: (waiting for recovery retries until its own deadline instead).
 RETRY_ATTEMPTS = 3
+#: Clock readings per sample; the one with the shortest round trip is kept
+#: (a reading delayed by a busy guest or network says the least).
+CLOCK_READINGS = 3
 #: Default cap of one attempt, in seconds, on top of what the command itself
 #: may legitimately wait: a silently dropped connection costs this, not the
 #: whole command timeout.
@@ -406,13 +409,20 @@ class GuestMeter:
             f"The guest answered the meter poll without the meter's state ({reply.uptime!r} "
             f"then nothing usable); the guest's sh may not be POSIX.")
 
-    def clock_sample(self, fast: Optional[bool] = None) -> clocklib.ClockSample:
-        """Sample the guest clock, optionally switching fast mode in the same command."""
-        command = _UPTIME
-        if fast is not None:
-            command = f"{script.fast_mode_command(self.settings, fast)}; {_UPTIME}"
-        reply = self._run(command)
-        return self._sample(reply.out.partition("\n")[0], reply.sent, reply.received)
+    def clock_sample(self, readings: int = CLOCK_READINGS) -> clocklib.ClockSample:
+        """The guest clock: the tightest of ``readings`` plain clock commands.
+
+        Always the same command, and nothing else in it, so that two samples
+        (before and after a migration) carry the same offset within their
+        round trips, which cancels in the pause estimate (see
+        :mod:`~rally_metadata_plugin.core.clock_mapping`).
+        """
+        samples = []
+        for _ in range(max(1, readings)):
+            reply = self._run(_UPTIME)
+            samples.append(self._sample(reply.out.partition("\n")[0], reply.sent,
+                                        reply.received))
+        return clocklib.tightest(samples)
 
     def set_fast(self, enabled: bool) -> None:
         self._run(script.fast_mode_command(self.settings, enabled))

@@ -3,15 +3,24 @@
 The controller reads the guest uptime over SSH and notes its own monotonic
 time just before and just after; the guest value was taken somewhere in that
 round trip, so the mapping is known to within half the round trip (plus the
-uptime resolution).  A live migration pauses the guest, and the guest's
+uptime resolution).  Of several readings the one with the shortest round trip
+is the tightest (:func:`tightest`).  A live migration pauses the guest, and the guest's
 clock does not advance while paused (kvmclock is restored on resume): the
 difference between controller-elapsed and guest-elapsed time across a
 migration estimates that pause, which no in-guest meter can see.
+
+Where in its round trip the guest reads its clock is not the middle: the
+command starts in the guest (SSH channel, a shell) before it reads, and the
+answer leaves right after.  That offset is the same for two readings taken
+the same way, so the pause estimate compares readings taken the same way
+(a plain clock command, not one that also does other work) and the offset
+cancels; it stays inside each reading's error bound either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterable
 
 from rally_metadata_plugin.core.log_analysis import CLOCK_RESOLUTION
 
@@ -30,7 +39,11 @@ class ClockSample:
 
     @property
     def error(self) -> float:
-        return (self.controller_after - self.controller_before) / 2 + CLOCK_RESOLUTION
+        return self.round_trip / 2 + CLOCK_RESOLUTION
+
+    @property
+    def round_trip(self) -> float:
+        return self.controller_after - self.controller_before
 
     def to_guest(self, controller_time: float) -> float:
         """Guest time at ``controller_time``, assuming no pause in between."""
@@ -56,3 +69,8 @@ def estimate_pause(before: ClockSample, after: ClockSample) -> PauseEstimate:
         guest_elapsed=after.guest - before.guest,
         error=before.error + after.error,
     )
+
+
+def tightest(samples: Iterable[ClockSample]) -> ClockSample:
+    """The reading with the shortest round trip: the least disturbed one."""
+    return min(samples, key=lambda sample: sample.round_trip)

@@ -3,9 +3,9 @@
 The README's main command with real QEMU guests: every migration's
 measured downtime within its error bound of the truth (what a guest whose
 clock stops in the pause can see, :func:`accuracy.observable_outage`), the
-scenario's estimated guest pause within its own bound of QEMU's downtime (of
-the guest's real stop for a paused migration) and within 50 ms for the
-median migration, the SLA verdict as exit status,
+scenario's estimated guest pause within 50 ms, and within its own bound, of
+QEMU's downtime (of the guest's real stop for a paused migration), the SLA
+verdict as exit status,
 and nothing left behind: no server, no QEMU, no namespace, no device.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import statistics
 
 import pytest
 
@@ -22,12 +21,11 @@ from prerequisites import require_vm_guests
 from rally_metadata_plugin.devcloud import accuracy
 from test_devcloud_task import TaskRun, assert_nothing_left_behind, workload
 
-#: The issue's target for |estimated pause - QEMU's|, held to by the median
-#: migration of a run. Each single estimate is held to its own reported
-#: bound (half the SSH round trips that bracket it, plus the clock's
-#: resolution), which is the estimate's contract: under TCG those round
-#: trips take 0.1-0.7 s when the machine is busy, and single estimates were
-#: seen 0.055 s and 0.099 s off (within bounds of 0.126 s and 0.36 s).
+#: The issue's target for |estimated pause - QEMU's|, for every migration.
+#: The scenario brackets the pause with the tightest of a few plain clock
+#: readings on each side, taken the same way, so the time a guest command
+#: takes to start (tens of milliseconds under TCG) cancels out; each estimate
+#: is also held to its own reported bound.
 PAUSE_TOLERANCE = 0.05
 #: What SPAWN_LATENCY of test_devcloud_task.py allows for a process guest,
 #: for an emulated (TCG) guest: a probe's start time is read before its HTTP
@@ -81,16 +79,17 @@ def assert_vm_left_nothing(out: pathlib.Path) -> None:
 
 
 def assert_pause_estimated(rows, truth_of) -> list[float]:
-    """Each estimate within its own bound of the truth, the median within
-    :data:`PAUSE_TOLERANCE`; returns the errors."""
+    """Each estimate within its own bound and within :data:`PAUSE_TOLERANCE` of
+    the truth; returns the errors."""
     errors = []
     for row in rows:
         error = abs(row.pause_estimate - truth_of(row))
-        assert error <= row.pause_bound, (
-            f"migration {row.index} of {row.server}: estimated pause "
-            f"{row.pause_estimate} +/- {row.pause_bound} s, QEMU's {truth_of(row):.3f} s")
+        described = (f"migration {row.index} of {row.server}: estimated pause "
+                     f"{row.pause_estimate} +/- {row.pause_bound} s, truth "
+                     f"{truth_of(row):.3f} s")
+        assert error <= row.pause_bound, described
+        assert error <= PAUSE_TOLERANCE, described
         errors.append(error)
-    assert statistics.median(errors) <= PAUSE_TOLERANCE, errors
     return errors
 
 

@@ -120,8 +120,9 @@ def test_measures_an_outage_and_recovery_with_the_real_script(service, tmp_path)
         assert alive(pid)
         baseline = meter.wait_for_baseline(5, timeout=10)
         assert analysis.first_healthy_streak(baseline.log.records, 5)
-        sample = meter.clock_sample(fast=True)
+        meter.set_fast(True)
         assert os.path.exists(settings.fast_flag_path)
+        sample = meter.clock_sample()
         assert sample.error < 1
         service.mode = "500"
         time.sleep(0.5)
@@ -321,6 +322,23 @@ def test_recovery_timeout_returns_the_last_read_unrecovered():
     recovery = scripted_meter(ssh).wait_for_recovery(3, time.monotonic(), timeout=0.05)
     assert not recovery.recovered
     assert recovery.snapshot.guest_time == 100.0
+
+
+def test_clock_sample_keeps_the_tightest_of_several_plain_readings():
+    now = [1000.0]
+    round_trips = iter([0.30, 0.02, 0.10])
+    uptimes = iter(["50.00 1.0\n", "51.00 1.0\n", "52.00 1.0\n"])
+
+    def answer():
+        now[0] += next(round_trips)
+        return 0, next(uptimes), ""
+
+    ssh = ScriptedSSH(uptime=answer)
+    sample = scripted_meter(ssh, clock=lambda: now[0]).clock_sample()
+    assert guest.CLOCK_READINGS == 3
+    assert ssh.ran == ["uptime"] * 3     # the same plain command each time
+    assert sample.guest == 51.0
+    assert sample.round_trip == pytest.approx(0.02)
 
 
 def test_unreadable_uptime_is_an_error():
@@ -562,8 +580,8 @@ def once(error, then):
 
 
 @pytest.mark.parametrize("kind,call", [
-    ("fast-on", lambda meter: meter.clock_sample(fast=True)),
-    ("uptime", lambda meter: meter.clock_sample()),
+    ("fast-on", lambda meter: meter.set_fast(True)),
+    ("uptime", lambda meter: meter.clock_sample(readings=1)),
     ("fast-off", lambda meter: meter.set_fast(False)),
     ("stop", lambda meter: meter.stop()),
     ("read", lambda meter: meter.read()),
@@ -601,10 +619,12 @@ def test_each_attempt_is_capped_not_the_whole_command_timeout():
                               "2 100.5 100.51 P ok\n", ""))
     meter = scripted_meter(ssh, command_timeout=60, retry_timeout=2)
     assert meter.wait_for_recovery(1, time.monotonic(), timeout=30).recovered
-    meter.clock_sample(fast=True)
+    meter.set_fast(True)
+    meter.clock_sample()
     meter.set_fast(False)
     meter.stop()
-    assert {kind for kind, _ in ssh.timeouts} == {"read", "fast-on", "fast-off", "stop"}
+    assert {kind for kind, _ in ssh.timeouts} == {"read", "fast-on", "uptime", "fast-off",
+                                                  "stop"}
     for kind, timeout in ssh.timeouts:
         limit = 2 + script.STOP_GRACE_SECONDS if kind == "stop" else 2
         assert timeout <= limit, (kind, timeout)

@@ -140,7 +140,8 @@ def test_meter_over_real_ssh(ssh_guest, service, tmp_path):
         ssh.wait(timeout=10, interval=1)  # as VMScenario._wait_for_ssh does
         pid = meter.start()
         meter.wait_for_baseline(5, timeout=10)
-        before = meter.clock_sample(fast=True)
+        meter.set_fast(True)
+        before = meter.clock_sample()
         service.mode = "503"
         time.sleep(0.4)
         service.mode = "ok"
@@ -252,7 +253,8 @@ def test_every_command_survives_a_silently_dropped_connection(proxy, service, tm
                           command_timeout=60, retry_timeout=1) as meter:
         meter.start()
         meter.wait_for_baseline(3, timeout=10)
-        for step in (lambda: meter.clock_sample(fast=True), lambda: meter.set_fast(False),
+        for step in (lambda: meter.set_fast(True), meter.clock_sample,
+                     lambda: meter.set_fast(False),
                      meter.read, meter.stop):
             proxy.drop()
             started = time.monotonic()

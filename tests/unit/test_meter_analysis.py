@@ -383,6 +383,28 @@ class TestClock:
         estimate = clock.estimate_pause(before, after)
         assert abs(estimate.pause) <= estimate.error
 
+    def test_tightest_is_the_shortest_round_trip(self):
+        slow = clock.ClockSample(10.0, 10.4, 3.3)
+        tight = clock.ClockSample(11.0, 11.02, 4.01)
+        assert clock.tightest([slow, tight, clock.ClockSample(12.0, 12.1, 5.05)]) is tight
+        assert tight.round_trip == pytest.approx(0.02)
+
+    def test_same_offset_in_both_round_trips_cancels(self):
+        """The guest reads its clock 80% into each round trip (its command starts
+        before it reads): each mapping is off by 30 ms, the pause estimate is not."""
+        def reading(sent, round_trip, true_pause_so_far):
+            read_at = sent + 0.8 * round_trip
+            return clock.ClockSample(sent, sent + round_trip, read_at - true_pause_so_far)
+        before = reading(100.0, 0.1, 0.0)
+        after = reading(130.0, 0.1, 0.7)
+        assert before.to_guest(100.08) == pytest.approx(100.08 + 0.03)
+        assert clock.estimate_pause(before, after).pause == pytest.approx(0.7)
+        # A reading taken differently (early in its round trip) biases it, within the bound.
+        early = clock.ClockSample(130.0, 130.1, 130.01 - 0.7)
+        biased = clock.estimate_pause(before, early)
+        assert biased.pause == pytest.approx(0.7 + 0.07)
+        assert abs(biased.pause - 0.7) <= biased.error
+
 
 # -- property-based: a perfect prober against random true outages -------------------
 
