@@ -7,7 +7,8 @@ therefore arrive in absolute form; aiohttp turns them into an ordinary
 path. Direct requests (``GET /latest/...``) are served the same. Every
 endpoint is served by one asyncio event loop in one thread, however many
 guests and held connections there are; past ``METADATA_CONNECTIONS`` open
-connections (:mod:`.limits`) a new one is answered 503.
+connections (:mod:`.limits`) a new one is answered 503. The VM guests' hosts
+(:mod:`.vm.metadata`) serve their listeners the same way.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
@@ -32,7 +33,7 @@ import logging
 import random
 import socket
 import threading
-from typing import Iterable
+from typing import Callable, Hashable, Iterable
 
 from aiohttp import web
 
@@ -295,17 +296,27 @@ class _CountingServer(web.Server):
 
 
 class MetadataEndpoint:
-    """One server's metadata listener: ``127.0.0.1:<port>``.
+    """One server's metadata listener.
+
+    A process guest's is ``127.0.0.1:<port>`` and answers as the server's
+    current host (``host`` None); a VM guest's is a socket in one compute
+    host's namespace (see :mod:`.vm.metadata`) and answers as that host.
+    ``bind`` makes a new listening socket, the same one again, after a
+    ``refused`` outage closed it.
 
     Its state belongs to the service's event loop; other threads change it
     through :meth:`reconcile` and :meth:`close_for_good`.
     """
 
     def __init__(self, service: "MetadataService", server_id: str,
-                 sock: socket.socket) -> None:
+                 sock: socket.socket | None,
+                 bind: Callable[[], socket.socket],
+                 host: str | None = None) -> None:
         self._service = service
         self.server_id = server_id
-        self.port = sock.getsockname()[1]
+        self.host = host
+        self._bind = bind
+        self.port = sock.getsockname()[1] if sock is not None else None
         self._unused: socket.socket | None = sock   # bound, not yet served
         self._listener: asyncio.AbstractServer | None = None
         self._http = _CountingServer(service, self._handle,
@@ -352,11 +363,13 @@ class MetadataEndpoint:
         if self._listener is not None:
             return
         sock, self._unused = self._unused, None
+        loop = self._service.events.loop
         for attempt in range(50):
             try:
                 if sock is None:
-                    sock = bound_socket(self.port)
-                self._listener = await self._service.events.loop.create_server(
+                    # in a thread: a VM host's socket is made in its namespace
+                    sock = await loop.run_in_executor(None, self._bind)
+                self._listener = await loop.create_server(
                     self._protocol, sock=sock, backlog=128)
                 if self.closed_for_good:    # deleted while it opened
                     self._close()
@@ -366,8 +379,8 @@ class MetadataEndpoint:
                     sock.close()
                     sock = None
                 if attempt == 49:
-                    LOG.error("metadata %s: cannot reopen port %s: %s",
-                              self.server_id, self.port, e)
+                    LOG.error("metadata %s on %s: cannot listen: %s",
+                              self.server_id, self.host or "its port", e)
                     return
                 await asyncio.sleep(0.01)
 
@@ -437,14 +450,41 @@ class MetadataService:
         self.open_connections = 0       # every endpoint's, kept by the loop
 
     def endpoint(self, server_id: str) -> MetadataEndpoint:
-        """The server's endpoint, created (and opened) on first use."""
+        """The process guest's endpoint, created (and opened) on first use."""
         with self._lock:
             endpoint = self._endpoints.get(server_id)
             if endpoint is None:
-                endpoint = MetadataEndpoint(self, server_id, self._pool.bind())
+                sock = self._pool.bind()
+                port = sock.getsockname()[1]
+                endpoint = MetadataEndpoint(self, server_id, sock,
+                                            lambda: bound_socket(port))
                 self._endpoints[server_id] = endpoint
         endpoint.reconcile()
         return endpoint
+
+    def add_endpoint(self, key: Hashable, server_id: str, host: str,
+                     bind: Callable[[], socket.socket]) -> MetadataEndpoint:
+        """Serve ``server_id`` as ``host`` on sockets ``bind`` makes (a VM
+        host's listener), under ``key``; opened soon unless refused."""
+        endpoint = MetadataEndpoint(self, server_id, None, bind, host)
+        with self._lock:
+            old = self._endpoints.get(key)
+            self._endpoints[key] = endpoint
+        if old is not None:
+            old.close_for_good()
+        endpoint.reconcile()
+        return endpoint
+
+    def find(self, key: Hashable) -> MetadataEndpoint | None:
+        with self._lock:
+            return self._endpoints.get(key)
+
+    def remove_endpoint(self, key: Hashable) -> None:
+        """Stop serving ``key``'s endpoint (soon, see :meth:`~MetadataEndpoint.reconcile`)."""
+        with self._lock:
+            endpoint = self._endpoints.pop(key, None)
+        if endpoint is not None:
+            endpoint.close_for_good()
 
     def url(self, server_id: str) -> str:
         return self.endpoint(server_id).url
@@ -459,7 +499,8 @@ class MetadataService:
             endpoint = self._endpoints.pop(server.id, None)
         if endpoint is not None:
             endpoint.close_for_good()
-            self._pool.release(endpoint.port)
+            if endpoint.port is not None:
+                self._pool.release(endpoint.port)
 
     def outage_added(self, outage: Outage) -> None:
         if outage.kind != FaultKind.REFUSED:
@@ -470,6 +511,8 @@ class MetadataService:
             self._scheduler.call_at(outage.end, endpoint.reconcile)
 
     def stop(self) -> None:
+        if self.events.loop.is_closed():
+            return                      # stopped already
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
 
@@ -509,13 +552,14 @@ class MetadataService:
         to hold it first."""
         view = self.backend.migrations.metadata_view(endpoint.server_id, arrival)
         # a process guest's endpoint is its own: it answers as whichever
-        # host the server is on
-        result = answer(view, view.host if view else "", request.path)
+        # host the server is on; a VM host's answers as that host
+        host = endpoint.host or (view.host if view else "")
+        result = answer(view, host, request.path)
         if result.action == "drop":
             return None
         if result.action == "hang":
             return _HOLD
-        return _response(request, view.host, result.status,
+        return _response(request, host, result.status,
                          result.content_type, result.body)
 
 

@@ -131,7 +131,11 @@ class EventLoopThread:
         if self.in_loop:
             raise RuntimeError("EventLoopThread.run() from its own loop "
                                "would wait for itself")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        except RuntimeError:            # the loop is closed: it never runs
+            coroutine.close()
+            raise
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

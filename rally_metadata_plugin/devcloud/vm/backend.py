@@ -78,7 +78,8 @@ class VmBackend:
         LOG.info("VM guests: %s, test guest booted in %.2f s", self.accel,
                  self.probe_boot_seconds)
         self.metadata = VmMetadataService(self._backend, self.network,
-                                          self._timers, config.hang_limit)
+                                          self._timers, config.hang_limit,
+                                          config.metadata_connection_limit)
         self.guests = VmGuests(
             self._backend, self.network, self.metadata, guest_image,
             VmSettings(self.accel, config.vm_memory_mb,
