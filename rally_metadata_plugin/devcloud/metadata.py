@@ -356,8 +356,27 @@ class MetadataEndpoint:
                 self.server_id, boottime.now())
             if self.closed_for_good or refused:
                 self._close()
+                if not self.closed_for_good:
+                    await self._prepare_reopen()
             else:
                 await self._open()
+
+    async def _prepare_reopen(self) -> None:
+        """Bind the next listening socket now, while refused: a bound socket
+        that does not listen refuses connects all the same, and the end of
+        the outage then costs only ``listen`` (a VM host's bind takes a
+        thread that joins its namespace: late under load, it would stretch
+        the outage past the truth's end)."""
+        if self._unused is not None:
+            return
+        try:
+            sock = await self._service.events.loop.run_in_executor(None, self._bind)
+        except OSError:
+            return                      # _open tries again
+        if self.closed_for_good or self._unused is not None:
+            sock.close()
+        else:
+            self._unused = sock
 
     async def _open(self) -> None:
         if self._listener is not None:

@@ -54,3 +54,44 @@ def test_concurrent_reconciles_leave_exactly_the_decided_state():
     finally:
         service.stop()
         timers.stop()
+
+
+def test_a_refused_endpoint_binds_its_next_socket_before_the_outage_ends():
+    """The end of a ``refused`` outage costs a ``listen``, not a bind (a VM
+    host's bind joins a namespace from a new thread: slow under load, it
+    would stretch the outage past its end in the truth)."""
+    from rally_metadata_plugin.devcloud.metadata import bound_socket
+
+    state = {"refused": False}
+    backend = SimpleNamespace(migrations=SimpleNamespace(
+        refused_at=lambda server_id, when: state["refused"]))
+    timers = TimerThread()
+    timers.start()
+    service = MetadataService(backend, timers)
+    with bound_socket(0) as free:
+        port = free.getsockname()[1]
+    binds = []
+
+    def bind() -> socket.socket:
+        binds.append(threading.current_thread().name)
+        return bound_socket(port)
+
+    try:
+        endpoint = service.add_endpoint(("host-1", "server-1"), "server-1", "host-1", bind)
+        endpoint.reconcile().result(10)
+        assert _accepts(port) and len(binds) == 1
+        state["refused"] = True
+        endpoint.reconcile().result(10)
+        assert not _accepts(port)               # bound, not listening: refused
+        assert len(binds) == 2                  # the next socket, ready
+        state["refused"] = False
+        endpoint.reconcile().result(10)
+        assert _accepts(port) and len(binds) == 2
+        assert all(name != "devcloud-metadata" for name in binds)  # never in the loop
+        service.remove_endpoint(("host-1", "server-1"))
+        service.events.call(lambda: None)
+        assert not _accepts(port)
+        assert service.find(("host-1", "server-1")) is None
+    finally:
+        service.stop()
+        timers.stop()
