@@ -32,10 +32,12 @@ initramfs is a newc cpio written here (no ``cpio`` tool needed).
 A boot under TCG is CPU-bound: what one costs decides how many guests boot
 at once in time (a task of concurrency 4 boots 4 on a 2-core machine). So
 the guest does as little as a test guest needs. Measured here with
-``tools/bench_vm_boot.py`` (QEMU's CPU seconds from its start to the ready
-mark, one guest alone): 3.0 s before these cuts, 1.9 s after; the guest's
-clock read 1.55 s when ``/init`` started and 2.3 s at the ready mark
-before, 1.15 s and 1.4 s after:
+``tools/bench_vm_boot.py`` on an otherwise idle 2-core machine (5 rounds):
+one guest alone used 2.7 CPU seconds from QEMU's start to its ready mark
+before these cuts (2.8 s of wall time), 1.7 s after (1.8 s); 4 booting at
+once each reached its mark in 7.3 s on average, 7.7 s at most, before,
+4.5 s and 4.9 s after. The guest's clock read 1.55 s when ``/init``
+started and 2.3 s at the ready mark before, 1.15 s and 1.4 s after:
 
 * the kernel command line skips work (``BOOT_CUTS`` in :mod:`.qemu`: the
   crypto self-tests, the read-only kernel's W+X walk, zeroing at every
