@@ -86,6 +86,22 @@ def test_the_elf_kernel_is_unpacked_from_a_bzimage():
         image.unpack_bzimage(b"MZ nothing inside")
 
 
+def test_module_signatures_are_stripped():
+    body = b"\x7fELF module body"
+    signature = b"S" * 681
+    info = bytes(8) + (681).to_bytes(4, "big")      # struct module_signature
+    signed = body + signature + info + image.MODULE_SIGNATURE_MARKER
+    assert image.strip_module_signature(signed) == body
+    assert image.strip_module_signature(body) == body
+
+
+def test_the_init_fetches_metadata_without_a_dynamically_linked_binary():
+    init = image.render_init()
+    # curl (30 shared libraries under TCG) stays in the guest for its users
+    assert "curl" not in init
+    assert "timeout 1 wget -q -O - $md/hostname" in init
+
+
 def test_a_missing_image_is_built_once_and_reused(tmp_path, monkeypatch):
     calls = []
 
@@ -129,6 +145,8 @@ def test_qemu_command_lines_of_both_ends_of_a_migration_match():
     line = kernel_command_line(SPEC)
     assert "rmp.ip=10.0.0.5" in line and "rmp.dirty_mb=32" in line
     assert "rmp.boot_id=abc" in line and "console=ttyS0" in line
+    assert "clocksource=hpet" in line and "cryptomgr.notests" in line
+    assert "acpi=off" not in line            # the HPET is found through ACPI
     kvm = qemu_argv(VmSpec(**{**SPEC.__dict__, "accel": "kvm"}),
                     image.Path("q"), image.Path("c"))
     assert kvm[kvm.index("-cpu") + 1] == "host"

@@ -1,9 +1,11 @@
 """One QEMU process per running instance (two while it migrates).
 
-:func:`qemu_argv` is the command line (pure); :class:`QemuProcess` runs it
-inside a host's network namespace (``ip netns exec``), with a parent-death
-signal so that a SIGKILLed devcloud leaves no QEMU behind, and watches the
-serial console for the guest's ready mark. Every QEMU of a devcloud is
+:func:`qemu_argv` is the command line (pure; :func:`kernel_command_line`
+is the guest's, which skips boot work a test guest does not need:
+:data:`BOOT_CUTS`); :class:`QemuProcess` runs it inside a host's network
+namespace (``ip netns exec``), with a parent-death signal so that a
+SIGKILLed devcloud leaves no QEMU behind, and watches the serial console
+for the guest's ready mark. Every QEMU of a devcloud is
 named ``-name <prefix>-<server>`` so that :func:`own_processes` finds those
 left behind.
 """
@@ -27,6 +29,8 @@ from rally_metadata_plugin.devcloud.vm.qmp import QmpClient, QmpError
 
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")
+#: how often :meth:`QemuProcess.wait_ready` looks for the ready mark
+READY_POLL_SECONDS = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,30 @@ class VmSpec:
     boot_id: str = ""
 
 
+#: Kernel parameters that skip boot work a throw-away test guest does not
+#: need: a TCG guest's boot is CPU-bound, and what it costs decides how many
+#: guests boot at once in time on a small machine (see :mod:`.image` for
+#: the figures).
+BOOT_CUTS = (
+    # the crypto API's self-tests of every algorithm registered at boot,
+    # and the one the SP800-108 KDF runs in its initcall (nothing else)
+    "cryptomgr.notests", "initcall_blacklist=crypto_kdf108_init",
+    # no read-only kernel text and data, hence no walk of every page table
+    # entry checking that none is writable and executable (CONFIG_DEBUG_WX)
+    "rodata=off",
+    # pages and slab objects are not zeroed at every allocation (Debian's
+    # hardening default)
+    "init_on_alloc=0",
+    # no AppArmor, Landlock, Yama, TOMOYO, BPF or integrity modules, no audit
+    "lsm=capability", "audit=0",
+    # the PCI bus scanned directly, not through the ACPI interpreter (its
+    # root bridge, hotplug slots and interrupt links are AML, slow under
+    # TCG); ACPI stays on for the HPET. The NIC uses MSI-X, so its INTx
+    # pin needs no route (the kernel notes it cannot find one).
+    "pci=noacpi",
+)
+
+
 def kernel_command_line(spec: VmSpec) -> str:
     return " ".join([
         "console=ttyS0", "quiet", "panic=-1",
@@ -57,6 +85,7 @@ def kernel_command_line(spec: VmSpec) -> str:
         # estimate's whole budget); QEMU's HPET runs at exactly 100 MHz of
         # its virtual clock, which stops only while the VM is paused
         "clocksource=hpet",
+        *BOOT_CUTS,
         f"rmp.ip={spec.fixed_ip}", f"rmp.user={spec.user}",
         f"rmp.dirty_mb={spec.dirty_memory_mb}", f"rmp.boot_id={spec.boot_id}"])
 
@@ -211,7 +240,9 @@ class QemuProcess:
             if not self.alive():
                 raise QemuError(f"QEMU exited while the guest booted: "
                                 f"{self.log_tail()}")
-            time.sleep(0.05)
+            # the mark is seen at most this late: a small part of a boot
+            # (reading a quiet guest's console costs next to nothing)
+            time.sleep(READY_POLL_SECONDS)
         raise QemuError(
             f"the guest did not boot within {timeout:g} s (accelerator "
             f"{self.spec.accel}); the end of its console: "
