@@ -19,7 +19,8 @@ guest, or the host running the client, is busy:
 connect (a guest still booting refuses fast, and is retried fast), gives
 the negotiation :data:`HANDSHAKE_TIMEOUT`, bounded by what is left of a
 ``wait``, and closes the client of any failed attempt. Its idle connection
-checks whether it was closed once a second, not ten times (:class:`_Transport`).
+checks whether it was closed once a second, not ten times (:class:`_Transport`),
+and sends without Nagle's delay, as OpenSSH does.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class GuestSSH(sshutils.SSH):
         try:
             sock = socket.create_connection((self.host, self.port),
                                             timeout=self.connect_timeout)
+            # as OpenSSH does: with Nagle, a small packet sent right after
+            # another (a command after its channel request, stdin after the
+            # command) waits for the server's delayed ACK, 40 ms
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(self.host, username=self.user, port=self.port, pkey=self.pkey,
                            key_filename=self.key_filename, password=self.password,
                            sock=sock, timeout=handshake, banner_timeout=handshake,

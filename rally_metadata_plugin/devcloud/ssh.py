@@ -237,6 +237,10 @@ class _Listener:
         """Start the SSH server side of an accepted connection (the
         handshake and everything after run in the transport's thread)."""
         conn.setblocking(True)
+        # as sshd does: SSH sends several small packets in a row (a
+        # channel's reply, its data, EOF, exit status), and with Nagle each
+        # waited for the client's delayed ACK: 40 ms, twice per command
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock = _DroppableSocket(conn)
         transport = _Transport(sock)
         transport.add_server_key(self._gateway.host_key)

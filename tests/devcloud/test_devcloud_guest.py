@@ -96,6 +96,7 @@ def test_idle_connections_wake_once_a_second_and_end_at_once(guest):
                                         if t not in before and t.is_active()] or None,
                                timeout=5)
         assert transport.sock.gettimeout() == 1.0
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert guest.cloud.ssh.acceptor.open_connections() >= 1
         closed = time.monotonic()
         transport.close()

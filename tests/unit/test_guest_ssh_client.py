@@ -119,6 +119,8 @@ def test_an_idle_connection_wakes_once_a_second():
         ssh = guest_ssh.GuestSSH("cirros", "127.0.0.1", port=server.port, pkey=_key())
         transport = ssh.client().get_transport()
         assert transport.sock.gettimeout() == guest_ssh.IDLE_CHECK_SECONDS == 1.0
+        # no Nagle: each command's small packets would wait for delayed ACKs
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         started = time.monotonic()
         assert ssh.execute("echo hello")[:2] == (0, "hello\n")
         ssh.close()
