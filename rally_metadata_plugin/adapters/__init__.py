@@ -2,6 +2,8 @@
 
 * :mod:`.guest_meter`: the guest meter driven over SSH (Rally's ``sshutils``,
   paramiko);
+* :mod:`.guest_ssh`: the SSH connection to the guest, Rally's ``sshutils.SSH``
+  without its leaks and its one-second handshake;
 * :mod:`.network_meter`: the network meter, a process of its own probing the
   guest's address from the Rally host;
 * :mod:`.live_migration`: nova's live-migration API through novaclient.

@@ -537,6 +537,9 @@ class GuestMeter:
         """One attempt; any failure of the connection becomes :class:`SSHLost`."""
         timeout = self.command_timeout if timeout is None else timeout
         try:
+            if self._fast_exec and hasattr(self.ssh, "client"):
+                # a reconnect's handshake within this attempt's bound too (GuestSSH)
+                return _paramiko_exec(self.ssh.client(timeout), command, stdin, timeout)
             if self._fast_exec and hasattr(self.ssh, "_get_client"):
                 return _paramiko_exec(self.ssh._get_client(), command, stdin, timeout)
             return self.ssh.execute(command, stdin=stdin, timeout=timeout)

@@ -133,8 +133,51 @@ def _prints(argv: list[str], env: dict[str, str]) -> str | None:
 
 
 def tagged_processes(server_id: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries the tag."""
-    return all_tagged_processes().get(server_id, [])
+    """Live (non-zombie) processes whose environment carries the tag, as
+    found by a scan that started after this call (shared with the threads
+    that asked meanwhile: see :class:`CoalescedScan`)."""
+    return list(_shared_scan().get(server_id, []))
+
+
+class CoalescedScan:
+    """One ``scan`` of every process for the threads that want one at once.
+
+    A scan reads the environment of every process on the machine (tens of
+    milliseconds with a thousand), and each switchover freezes, then thaws,
+    a guest with one or more: with hundreds of guests migrating, scans ran
+    side by side by the dozen, each returning the same processes. A caller
+    here gets the result of a scan that *started after it asked* (so it
+    sees every process that existed when it asked, as its own scan would):
+    the one it runs itself, or the next one another thread runs while it
+    waits, never the one already under way.
+    """
+
+    def __init__(self, scan: Callable[[], dict[str, list[int]]]) -> None:
+        self._scan = scan
+        self._changed = threading.Condition()
+        self._running = False
+        self._done = 0              # scans completed
+        self._result: dict[str, list[int]] = {}
+
+    def __call__(self) -> dict[str, list[int]]:
+        with self._changed:
+            # the scan under way started before this call: wait for the next
+            wanted = self._done + (2 if self._running else 1)
+            while self._done < wanted:
+                if self._running:
+                    self._changed.wait()
+                    continue
+                self._running = True
+                self._changed.release()
+                try:
+                    result = self._scan()
+                finally:
+                    self._changed.acquire()
+                    self._running = False
+                    self._changed.notify_all()
+                self._done += 1
+                self._result = result
+            return self._result
 
 
 def all_tagged_processes() -> dict[str, list[int]]:
@@ -155,6 +198,9 @@ def all_tagged_processes() -> dict[str, list[int]]:
                 server_id = variable[len(prefix):].decode()
                 found.setdefault(server_id, []).append(pid)
     return found
+
+
+_shared_scan = CoalescedScan(all_tagged_processes)
 
 
 class Guest:

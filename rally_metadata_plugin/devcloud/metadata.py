@@ -202,9 +202,18 @@ class _Overloaded(asyncio.Protocol):
     client before the 503 does.
     """
 
+    _deadline: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport) -> None:
-        transport.write(_OVERLOADED)
-        transport.write_eof()
+        try:
+            transport.write(_OVERLOADED)
+            transport.write_eof()
+        except OSError:
+            # the client left before it was accepted (a loaded service
+            # accepts late): nothing to answer; logging each one's
+            # traceback is what an overload can least afford
+            transport.abort()
+            return
         self._deadline = asyncio.get_running_loop().call_later(
             1.0, transport.abort)
 
@@ -215,7 +224,8 @@ class _Overloaded(asyncio.Protocol):
         return False        # close the transport
 
     def connection_lost(self, exc) -> None:
-        self._deadline.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 class _PortPool:

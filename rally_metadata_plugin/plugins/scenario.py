@@ -21,13 +21,13 @@ from rally.task import atomic
 from rally.task import scenario as rally_scenario
 from rally.task import types
 from rally.task import utils as task_utils
-from rally.utils import sshutils
 from rally_openstack.common import consts
 from rally_openstack.common import validators as openstack_validators
 from rally_openstack.task import scenario
 from rally_openstack.task.scenarios.vm import utils as vm_utils
 
 from rally_metadata_plugin.adapters import guest_meter
+from rally_metadata_plugin.adapters import guest_ssh
 from rally_metadata_plugin.adapters import live_migration
 from rally_metadata_plugin.adapters import network_meter
 from rally_metadata_plugin.core import report
@@ -314,8 +314,8 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 state.net_meter = network_meter.NetworkMeter(probes.NetworkProbeSettings(
                     network_probe, address, port, network_probe_interval,
                     network_probe_timeout, duration=lifetime))
-            ssh = sshutils.SSH(username, address, port=port, password=password,
-                               pkey=self.context["user"]["keypair"]["private"])
+            ssh = guest_ssh.GuestSSH(username, address, port=port, password=password,
+                                     pkey=self.context["user"]["keypair"]["private"])
             state.meter = guest_meter.GuestMeter(
                 ssh, settings,
                 command_timeout=conf.ssh_command_timeout,

@@ -79,6 +79,32 @@ def test_rally_sshutils_against_the_guest(guest):
     ssh.close()
 
 
+def _server_transports() -> list[paramiko.Transport]:
+    import threading
+    return [t for t in threading.enumerate()
+            if isinstance(t, paramiko.Transport) and t.server_mode]
+
+
+def test_idle_connections_wake_once_a_second_and_end_at_once(guest):
+    """An idle connection's thread checks for a close once a second, not
+    paramiko's ten times (hundreds of them starved the metadata loop); a
+    close still ends it at once."""
+    before = set(_server_transports())
+    with guest.ssh() as client:
+        assert run(client, "uname")[0] == 0
+        [transport] = wait_for(lambda: [t for t in _server_transports()
+                                        if t not in before and t.is_active()] or None,
+                               timeout=5)
+        assert transport.sock.gettimeout() == 1.0
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert guest.cloud.ssh.acceptor.open_connections() >= 1
+        closed = time.monotonic()
+        transport.close()
+        transport.join(timeout=5)
+        assert not transport.is_alive()
+        assert time.monotonic() - closed < 0.5
+
+
 def require_own_hostnames(guest, every_way: bool = False) -> None:
     """Guests have the server's hostname: a UTS namespace, or else (not for
     ``every_way``) a hostname shim their busybox does not bypass."""

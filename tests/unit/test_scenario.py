@@ -311,7 +311,7 @@ def run(cloud, **args):
     args.setdefault("baseline_probes", 3)
     args.setdefault("recovery_timeout", 1.5)
     args.setdefault("port", 2222)
-    with mock.patch.object(sc.sshutils, "SSH",
+    with mock.patch.object(sc.guest_ssh, "GuestSSH",
                            side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
             fake_network_meters(cloud):
         error = None
@@ -517,7 +517,7 @@ def test_unpinned_environment_sends_auto_at_the_negotiated_microversion():
     scenario._admin_clients.nova.side_effect = admin_nova
     with mock.patch("novaclient.api_versions.discover_version",
                     return_value=api_versions.APIVersion("2.96")), \
-            mock.patch.object(sc.sshutils, "SSH",
+            mock.patch.object(sc.guest_ssh, "GuestSSH",
                               side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
             fake_network_meters(cloud):
         FakeGuestSSH.instances.clear()
@@ -697,7 +697,7 @@ def test_cleanup_whatever_fails(step):
     scenario = make_scenario(cloud)
     if cloud.associate_error:
         scenario._associate_floating_ip.side_effect = cloud.associate_error
-    with mock.patch.object(sc.sshutils, "SSH",
+    with mock.patch.object(sc.guest_ssh, "GuestSSH",
                            side_effect=lambda *a, **k: FakeGuestSSH(cloud, *a, **k)), \
             fake_network_meters(cloud):
         with pytest.raises(expected):
