@@ -12,7 +12,9 @@ import socket
 import threading
 from types import SimpleNamespace
 
-from rally_metadata_plugin.devcloud.metadata import MetadataService
+import pytest
+
+from rally_metadata_plugin.devcloud.metadata import MetadataService, bound_socket
 from rally_metadata_plugin.devcloud.timers import TimerThread
 
 
@@ -24,7 +26,9 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def test_concurrent_reconciles_leave_exactly_the_decided_state():
+@pytest.fixture
+def switched():
+    """A metadata service whose model says ``refused`` as ``state`` does."""
     state = {"refused": False}
     backend = SimpleNamespace(migrations=SimpleNamespace(
         refused_at=lambda server_id, when: state["refused"]))
@@ -32,42 +36,40 @@ def test_concurrent_reconciles_leave_exactly_the_decided_state():
     timers.start()
     service = MetadataService(backend, timers)
     try:
-        endpoint = service.endpoint("server-1")
-        endpoint.reconcile().result(10)     # opened soon, not at once
-        assert _accepts(endpoint.port)
-        for round_ in range(30):
-            state["refused"] = round_ % 2 == 0
-            done = []
-            threads = [threading.Thread(
-                target=lambda: done.append(endpoint.reconcile())) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(10)
-            for future in done:
-                future.result(10)
-            assert endpoint.listening is not state["refused"], round_
-            assert _accepts(endpoint.port) is not state["refused"], round_
-        service.server_deleted(SimpleNamespace(id="server-1"))
-        service.events.call(lambda: None)   # after the close, in the loop
-        assert not _accepts(endpoint.port)
+        yield state, service
     finally:
         service.stop()
         timers.stop()
 
 
-def test_a_refused_endpoint_binds_its_next_socket_before_the_outage_ends():
+def test_concurrent_reconciles_leave_exactly_the_decided_state(switched):
+    state, service = switched
+    endpoint = service.endpoint("server-1")
+    endpoint.reconcile().result(10)     # opened soon, not at once
+    assert _accepts(endpoint.port)
+    for round_ in range(30):
+        state["refused"] = round_ % 2 == 0
+        done = []
+        threads = [threading.Thread(
+            target=lambda: done.append(endpoint.reconcile())) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        for future in done:
+            future.result(10)
+        assert endpoint.listening is not state["refused"], round_
+        assert _accepts(endpoint.port) is not state["refused"], round_
+    service.server_deleted(SimpleNamespace(id="server-1"))
+    service.events.call(lambda: None)   # after the close, in the loop
+    assert not _accepts(endpoint.port)
+
+
+def test_a_refused_endpoint_binds_its_next_socket_before_the_outage_ends(switched):
     """The end of a ``refused`` outage costs a ``listen``, not a bind (a VM
     host's bind joins a namespace from a new thread: slow under load, it
     would stretch the outage past its end in the truth)."""
-    from rally_metadata_plugin.devcloud.metadata import bound_socket
-
-    state = {"refused": False}
-    backend = SimpleNamespace(migrations=SimpleNamespace(
-        refused_at=lambda server_id, when: state["refused"]))
-    timers = TimerThread()
-    timers.start()
-    service = MetadataService(backend, timers)
+    state, service = switched
     with bound_socket(0) as free:
         port = free.getsockname()[1]
     binds = []
@@ -76,22 +78,18 @@ def test_a_refused_endpoint_binds_its_next_socket_before_the_outage_ends():
         binds.append(threading.current_thread().name)
         return bound_socket(port)
 
-    try:
-        endpoint = service.add_endpoint(("host-1", "server-1"), "server-1", "host-1", bind)
-        endpoint.reconcile().result(10)
-        assert _accepts(port) and len(binds) == 1
-        state["refused"] = True
-        endpoint.reconcile().result(10)
-        assert not _accepts(port)               # bound, not listening: refused
-        assert len(binds) == 2                  # the next socket, ready
-        state["refused"] = False
-        endpoint.reconcile().result(10)
-        assert _accepts(port) and len(binds) == 2
-        assert all(name != "devcloud-metadata" for name in binds)  # never in the loop
-        service.remove_endpoint(("host-1", "server-1"))
-        service.events.call(lambda: None)
-        assert not _accepts(port)
-        assert service.find(("host-1", "server-1")) is None
-    finally:
-        service.stop()
-        timers.stop()
+    endpoint = service.add_endpoint(("host-1", "server-1"), "server-1", "host-1", bind)
+    endpoint.reconcile().result(10)
+    assert _accepts(port) and len(binds) == 1
+    state["refused"] = True
+    endpoint.reconcile().result(10)
+    assert not _accepts(port)               # bound, not listening: refused
+    assert len(binds) == 2                  # the next socket, ready
+    state["refused"] = False
+    endpoint.reconcile().result(10)
+    assert _accepts(port) and len(binds) == 2
+    assert all(name != "devcloud-metadata" for name in binds)  # never in the loop
+    service.remove_endpoint(("host-1", "server-1"))
+    service.events.call(lambda: None)
+    assert not _accepts(port)
+    assert service.find(("host-1", "server-1")) is None

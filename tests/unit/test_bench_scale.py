@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
+from repo_tools import load_tool
 
 
 def _bench_scale():
-    path = pathlib.Path(__file__).resolve().parents[2] / "tools" / "bench_scale.py"
-    spec = importlib.util.spec_from_file_location("bench_scale_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_scale")
 
 
 def test_the_1s_preset_sets_every_probe_to_once_a_second():

@@ -24,6 +24,7 @@ from rally_metadata_plugin.devcloud.metadata import answer
 from rally_metadata_plugin.devcloud.vm.qemu import (VmSpec,
                                                     kernel_command_line,
                                                     qemu_argv)
+from repo_tools import load_tool
 
 
 def read_cpio(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
@@ -258,13 +259,7 @@ def test_what_a_vm_guest_can_observe_of_an_outage():
 
 
 def _main_command():
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[2] / "tools" / "devcloud_task.py"
-    spec = importlib.util.spec_from_file_location("devcloud_task_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("devcloud_task")
 
 
 def test_the_main_command_passes_vm_guests_on():
