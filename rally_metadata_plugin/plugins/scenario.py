@@ -137,7 +137,6 @@ class _Iteration:
     net_meter: t.Optional[network_meter.NetworkMeter] = None
     net_baseline_at: t.Optional[float] = None
     net_cutoff: t.Optional[float] = None
-    network_log: t.Optional[str] = None
 
 
 @validation.add("required_services", services=[consts.Service.NOVA, consts.Service.NEUTRON])
@@ -523,11 +522,6 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
                 meter.last_snapshot.text if meter.last_snapshot else None)
         if error is not None:
             state.notes.append(f"The iteration failed: {type(error).__name__}: {error}")
-        # Stopped by now (the with block is left); whatever it read if stopping failed.
-        net_log = None
-        if state.net_meter is not None:
-            net_log = state.net_meter.final_log or state.net_meter.text or None
-        state.network_log = net_log
         try:
             self._report(state)
         finally:
@@ -554,9 +548,13 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
     def _network_measurement(state: _Iteration) -> t.Optional[report.NetworkMeasurement]:
         if state.network_probe == probes.OFF:
             return None
-        target = (state.net_meter.settings.target if state.net_meter is not None
-                  else f"network_probe {state.network_probe}")
-        return report.NetworkMeasurement(state.network_log, target,
+        net = state.net_meter
+        if net is None:
+            log, target = None, f"network_probe {state.network_probe}"
+        else:
+            # Stopped by now (the with block is left); whatever it read if stopping failed.
+            log, target = net.final_log or net.text or None, net.settings.target
+        return report.NetworkMeasurement(log, target,
                                          baseline_at=state.net_baseline_at,
                                          cutoff=state.net_cutoff)
 
