@@ -19,6 +19,7 @@ probe interval (it watches its parent), and after ``duration`` in any case.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -243,9 +244,8 @@ class NetworkMeter:
 
 
 def _settings_json(settings: probes.NetworkProbeSettings) -> str:
-    return json.dumps({"mode": settings.mode, "address": settings.address,
-                       "port": settings.port, "interval": settings.interval,
-                       "timeout": settings.timeout, "duration": settings.duration})
+    # read back by main() as NetworkProbeSettings(**fields)
+    return json.dumps(dataclasses.asdict(settings))
 
 
 def _signal_group(group: int, signum: int) -> None:
