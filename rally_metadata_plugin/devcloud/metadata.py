@@ -534,10 +534,20 @@ class MetadataService:
     def outage_added(self, outage: Outage) -> None:
         if outage.kind != FaultKind.REFUSED:
             return
-        endpoint = self.endpoint(outage.server_id)
-        self._scheduler.call_at(outage.start, endpoint.reconcile)
+        self.endpoint(outage.server_id)
+        self.follow_refused(outage, outage.server_id)
+
+    def follow_refused(self, outage: Outage, key: Hashable) -> None:
+        """At the ``refused`` outage's start and end, reconcile the endpoint
+        then under ``key`` (closed, then open again)."""
+        def reconcile() -> None:
+            endpoint = self.find(key)
+            if endpoint is not None:
+                endpoint.reconcile()
+
+        self._scheduler.call_at(outage.start, reconcile)
         if outage.end is not None:
-            self._scheduler.call_at(outage.end, endpoint.reconcile)
+            self._scheduler.call_at(outage.end, reconcile)
 
     def stop(self) -> None:
         if self.events.loop.is_closed():

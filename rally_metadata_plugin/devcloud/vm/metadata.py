@@ -94,18 +94,8 @@ class VmMetadataService:
     def outage_added(self, outage: Outage) -> None:
         if outage.kind == FaultKind.DROP:
             self._schedule_drop(outage)
-            return
-        if outage.kind != FaultKind.REFUSED:
-            return
-
-        def reconcile() -> None:
-            endpoint = self._service.find((outage.host, outage.server_id))
-            if endpoint is not None:
-                endpoint.reconcile()
-
-        self._scheduler.call_at(outage.start, reconcile)
-        if outage.end is not None:
-            self._scheduler.call_at(outage.end, reconcile)
+        elif outage.kind == FaultKind.REFUSED:
+            self._service.follow_refused(outage, (outage.host, outage.server_id))
 
     def _schedule_drop(self, outage: Outage) -> None:
         with self._lock:
