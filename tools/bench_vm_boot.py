@@ -30,8 +30,6 @@ import argparse
 import os
 import pathlib
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 
@@ -56,12 +54,9 @@ def in_private_netns(argv: list[str]) -> None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    from rally_metadata_plugin.devcloud.procfs import proc_stat
+    stat = proc_stat(pid)
+    return None if stat is None else stat.cpu_seconds
 
 
 def guest_uptime(cloud, server_id: str) -> float | None:
@@ -141,10 +136,9 @@ class Bench:
 
 
 def summary(values: list) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{statistics.mean(values):.2f} / {max(values):.2f}"
+    from rally_metadata_plugin.devcloud import accuracy
+    pair = accuracy.summary(values)
+    return "n/a" if pair is None else f"{pair[0]:.2f} / {pair[1]:.2f}"
 
 
 def main() -> int:
