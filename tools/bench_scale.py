@@ -63,14 +63,6 @@ def cpu_seconds(pid: int, children: bool = False) -> float | None:
     return stat.cpu_seconds + (stat.children_cpu_seconds if children else 0.0)
 
 
-def command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid in procfs.pids():
@@ -111,7 +103,7 @@ class CpuSampler(threading.Thread):
     def sample(self) -> None:
         seen = []
         for pid in descendants(self.root):
-            argv = command_line(pid).split(" ")
+            argv = procfs.proc_argv(pid) or []
             if any("devcloud.cli" in a or a.endswith("rally-metadata-devcloud")
                    for a in argv[:3]):
                 seen.append((pid, "devcloud", cpu_seconds(pid)))

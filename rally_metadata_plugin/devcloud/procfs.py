@@ -46,6 +46,16 @@ def proc_stat(pid: int) -> Optional[ProcStat]:
                     (ticks[2] + ticks[3]) / _TICKS)
 
 
+def proc_argv(pid: int) -> Optional[list[str]]:
+    """The command line of ``pid``, one string per argument (None: gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0")[:-1]]
+
+
 def proc_state(pid: int) -> Optional[str]:
     """One-letter state of ``pid`` (None: gone)."""
     stat = proc_stat(pid)

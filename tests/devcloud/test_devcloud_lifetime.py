@@ -126,3 +126,12 @@ def test_serve_stops_with_its_parent_and_kills_its_guests(tmp_path):
         if devcloud is not None and is_alive(devcloud):
             os.kill(devcloud, signal.SIGKILL)
         lifetime.kill_guest_processes(tmp_path / "guests")
+
+
+def test_proc_argv_reads_a_process_command_line_argument_by_argument():
+    from rally_metadata_plugin.devcloud.procfs import proc_argv
+
+    assert proc_argv(os.getpid()) == sys.orig_argv
+    process = subprocess.Popen(["true"])
+    process.wait()
+    assert proc_argv(process.pid) is None       # gone

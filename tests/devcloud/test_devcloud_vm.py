@@ -27,6 +27,7 @@ from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud.cloud import DevCloud
 from rally_metadata_plugin.devcloud.config import DevCloudConfig, default_users
 from rally_metadata_plugin.devcloud.profiles import Profile
+from rally_metadata_plugin.devcloud.procfs import proc_argv
 from rally_metadata_plugin.devcloud.vm import network, preflight, qemu
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,11 +119,7 @@ def host_of(cloud, server_id: str) -> str:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+    return " ".join(proc_argv(pid) or ())
 
 
 def test_deleting_a_server_kills_its_qemu_and_removes_its_tap(vmcloud):

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from rally_metadata_plugin.devcloud import boottime, lifetime
-from rally_metadata_plugin.devcloud.procfs import kill_until_gone, pids
+from rally_metadata_plugin.devcloud.procfs import (kill_until_gone, pids,
+                                                   proc_argv)
 from rally_metadata_plugin.devcloud.vm.image import READY_MARK, GuestImage
 from rally_metadata_plugin.devcloud.vm.qmp import QmpClient, QmpError
 
@@ -266,14 +267,9 @@ class QemuProcess:
 
 def process_name(pid: int) -> str | None:
     """The ``-name`` of a QEMU process (without its options), else None."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return None
-    if argv and argv[0].endswith(QEMU.encode()) and b"-name" in argv[:-1]:
-        name = argv[argv.index(b"-name") + 1].decode(errors="replace")
-        return name.split(",")[0]
+    argv = proc_argv(pid)
+    if argv and argv[0].endswith(QEMU) and "-name" in argv[:-1]:
+        return argv[argv.index("-name") + 1].split(",")[0]
     return None
 
 
