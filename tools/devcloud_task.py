@@ -604,20 +604,33 @@ def effective_task_args(options: argparse.Namespace) -> dict:
     return args
 
 
+def guest_cpu_budget(options: argparse.Namespace):
+    """The guests' probe CPU budget of the run (a sizing.GuestCpuBudget), from
+    the task as rendered with its arguments (its template holds the defaults);
+    None when the task cannot be read (rally task validate says why)."""
+    import jinja2
+    import yaml
+    from rally_metadata_plugin.devcloud import sizing
+    try:
+        text = jinja2.Environment().from_string(
+            pathlib.Path(options.task).read_text()).render(**effective_task_args(options))
+        workload = yaml.safe_load(text)["subtasks"][0]["workloads"][0]
+        (args,) = workload["scenario"].values()
+        (runner,) = workload["runner"].values()
+        return sizing.guest_cpu_budget(int(runner.get("concurrency", 1)),
+                                       float(args["probe_interval"]),
+                                       float(args["fast_probe_interval"]),
+                                       os.cpu_count() or 1)
+    except (OSError, jinja2.TemplateError, yaml.YAMLError, LookupError, TypeError,
+            ValueError, AttributeError, ZeroDivisionError):
+        return None
+
+
 def warn_if_guests_overload(options: argparse.Namespace) -> None:
     """Say so before the run when the guests' probes need more CPU than this
     machine has (see rally_metadata_plugin.devcloud.sizing)."""
-    from rally_metadata_plugin.devcloud import sizing
-    args = effective_task_args(options)
-    try:
-        guests = int(args.get("concurrency", 1))
-        # the defaults of tasks/metadata_lm.yaml
-        interval = float(args.get("probe_interval", 0.2))
-        fast = float(args.get("fast_probe_interval", 0.05))
-        budget = sizing.guest_cpu_budget(guests, interval, fast, os.cpu_count() or 1)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return                  # rally task validate reports bad arguments
-    if not budget.fits:
+    budget = guest_cpu_budget(options)
+    if budget is not None and not budget.fits:
         say(f"warning: {budget.advice()}", file=sys.stderr)
 
 

@@ -274,3 +274,18 @@ def test_the_main_command_passes_vm_guests_on():
     assert "--guests=vm" not in main.devcloud_options(process)
     assert main.task_arguments(process)[2:] == ["--task-args", '{"times": 1}']
     assert main.task_arguments(main._parse_args([]))[2:] == []
+
+
+def test_the_main_command_sizes_the_guests_from_the_task_as_rendered():
+    main = _main_command()
+    # concurrency from --task-args, probe rates from the template's defaults
+    budget = main.guest_cpu_budget(main._parse_args(
+        ["--task-args", '{"times": 50, "concurrency": 50}']))
+    assert budget.guests == 50
+    assert budget.migrating_cores == pytest.approx(4 * budget.steady_cores)  # 0.05 vs 0.2
+    assert not budget.fits
+    slow = main.guest_cpu_budget(main._parse_args(
+        ["--task-args", '{"concurrency": 50, "probe_interval": 1.0, '
+                        '"fast_probe_interval": 1.0}']))
+    assert slow.migrating_cores == slow.steady_cores and slow.fits
+    assert main.guest_cpu_budget(main._parse_args(["--task", "/nonexistent.yaml"])) is None
