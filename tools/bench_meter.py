@@ -17,8 +17,10 @@ against the same fake metadata service:
   downtime is the sum of the FAILED intervals.  (Written here from that
   description; none of Tempest's text is used.)
 
-Then the CPU time per probe of each guest loop against a healthy service,
-from ``getrusage(RUSAGE_CHILDREN)`` deltas.  Everything started is stopped
+Then the CPU time per probe of each guest loop against a healthy service
+answering the hostname, and of ours with wget against one answering a
+meta_data.json-sized document (what the devcloud task probes), from
+``getrusage(RUSAGE_CHILDREN)`` deltas.  Everything started is stopped
 and every namespace deleted, also on errors and Ctrl-C.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pathlib
 import resource
@@ -35,11 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 from rally_metadata_plugin.core import log_analysis as analysis
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.core.probe_script import METADATA_HOST
 from rally_metadata_plugin.devcloud import boottime
+from rally_metadata_plugin.devcloud.metadata import meta_data_json
+from rally_metadata_plugin.devcloud.model.outages import InstanceIdentity
 from rally_metadata_plugin.testing import guest as sandbox
 from rally_metadata_plugin.testing.guest import REAPER, Guest, wait_group_gone
 from rally_metadata_plugin.testing.metadata_server import MetadataServer
@@ -262,16 +268,32 @@ def cpu_per_probe(tmp: pathlib.Path, seconds: float) -> dict:
     """
     hostname = socket.gethostname()
     figures = {}
-    with MetadataServer(hostname + "\n") as server:
-        for label, tools, tool in (("ours wget", ("wget", "curl"), "auto"),
-                                   ("ours curl", ("curl",), "curl"),
-                                   ("naive curl|grep", ("curl",), None)):
+    bodies = {"hostname": hostname + "\n", "meta_data.json": _meta_data_json(hostname)}
+    for label, body, tools, tool in (
+            ("ours wget", "hostname", ("wget", "curl"), "auto"),
+            ("ours curl", "hostname", ("curl",), "curl"),
+            ("naive curl|grep", "hostname", ("curl",), None),
+            ("ours wget, json", "meta_data.json", ("wget", "curl"), "auto")):
+        with MetadataServer(bodies[body]) as server:
             short_cpu, short_probes = _loop_cpu(tmp, server, label, tools, tool, seconds / 4)
             long_cpu, long_probes = _loop_cpu(tmp, server, label, tools, tool, seconds)
-            per_probe = (long_cpu - short_cpu) / max(1, long_probes - short_probes)
-            startup = max(0.0, long_cpu - per_probe * long_probes)
-            figures[label] = (per_probe, startup, long_probes)
+        per_probe = (long_cpu - short_cpu) / max(1, long_probes - short_probes)
+        startup = max(0.0, long_cpu - per_probe * long_probes)
+        figures[label] = (per_probe, startup, long_probes)
     return figures
+
+
+def _meta_data_json(hostname: str) -> str:
+    """A body like the one the devcloud task probes (the OpenStack
+    meta_data.json with an SSH public key, about 1.2 KB), naming this host:
+    what a probe reads and checks grows with it."""
+    key = "ssh-rsa " + "A" * 372 + " rally@devcloud"
+    identity = InstanceIdentity(
+        uuid=str(uuid.uuid4()), name=hostname, hostname=hostname,
+        project_id=uuid.uuid4().hex, launch_index=0, availability_zone="nova",
+        public_keys={"rally": key}, fixed_ips=("10.0.0.5",),
+        floating_ips=("172.24.4.5",), ec2_id="i-00000001")
+    return json.dumps(meta_data_json(identity))
 
 
 def main(argv=None) -> int:

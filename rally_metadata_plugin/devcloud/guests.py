@@ -321,7 +321,7 @@ def cirros_applets(directory: Path, shell: tuple[str, ...]) -> Path | None:
 
     Without it a guest would run this machine's GNU wget, or curl, where a
     CirrOS guest runs busybox wget: the meter's ``auto`` choice and its cost
-    per probe (about 4.6 ms of CPU against curl's 11.4 ms) would differ.
+    per probe (about 3.7 ms of CPU against curl's 11.4 ms) would differ.
     """
     busybox = shell[0]
     if os.path.basename(busybox) == "sh" or runs_applets_first(shell):

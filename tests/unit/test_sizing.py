@@ -14,14 +14,14 @@ def test_budget_is_probes_per_second_times_cost_per_probe():
     assert budget.available_cores == 1.0
     assert not budget.fits
     advice = budget.advice()
-    assert "50 guests" in advice and "4.6 CPU cores" in advice
+    assert "50 guests" in advice and "3.7 CPU cores" in advice
     assert "probe_interval" in advice and "concurrency" in advice
 
 
 def test_slow_probes_fit_where_default_ones_do_not():
-    assert guest_cpu_budget(200, 1.0, 1.0, cores=2).fits        # 0.92 cores
-    assert not guest_cpu_budget(25, 0.2, 0.05, cores=2).fits    # 2.3 cores
-    assert guest_cpu_budget(10, 0.2, 0.05, cores=2).fits        # 0.92 cores
+    assert guest_cpu_budget(200, 1.0, 1.0, cores=2).fits        # 0.74 cores
+    assert not guest_cpu_budget(25, 0.2, 0.05, cores=2).fits    # 1.85 cores
+    assert guest_cpu_budget(10, 0.2, 0.05, cores=2).fits        # 0.74 cores
 
 
 def test_the_faster_interval_sets_the_peak_whichever_it_is():
