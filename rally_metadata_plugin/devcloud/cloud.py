@@ -206,6 +206,8 @@ class DevCloud:
         # recorded above, and killed all the same: guests of deleted servers,
         # processes forked while their guest was being killed
         lifetime.kill_guest_processes(self.state_dir / "guests")
+        if self.guests is not None:
+            self.guests.remove_cpu_group()
         if self.metadata is not None:
             self.metadata.stop()
         if self._timers is not None:

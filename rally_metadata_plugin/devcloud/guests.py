@@ -37,6 +37,7 @@ from typing import Callable
 from rally_metadata_plugin.devcloud import boottime
 from rally_metadata_plugin.devcloud.busybox import (runs_applets_first,
                                                     shell_argv)
+from rally_metadata_plugin.devcloud.cgroups import CpuGroup, guest_cpu_group
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.procfs import (EXITED, is_alive,
@@ -207,8 +208,10 @@ class Guest:
     """The runtime of one server: directories, environment, process tree."""
 
     def __init__(self, server: Server, root: Path, metadata_url: str,
-                 user: str, naming: Naming, applets: Path | None = None) -> None:
+                 user: str, naming: Naming, applets: Path | None = None,
+                 cpu_group: CpuGroup | None = None) -> None:
         self.server_id = server.id
+        self._cpu_group = cpu_group
         self.hostname = server.hostname
         self.home = root / server.id
         self.home.mkdir(parents=True, exist_ok=True)
@@ -249,8 +252,11 @@ class Guest:
         Blocks while the guest is frozen: its sshd would be frozen too.
         """
         self._running.wait()
+        argv = self._naming.argv(self.hostname, command)
+        if self._cpu_group is not None:
+            argv = self._cpu_group.join_argv(self._naming.shell, argv)
         proc = subprocess.Popen(
-            self._naming.argv(self.hostname, command), cwd=self.home,
+            argv, cwd=self.home,
             env=self.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, bufsize=0,
@@ -344,11 +350,13 @@ class GuestManager:
     :param metadata_url: gives the (stable) metadata endpoint of a server.
     :param busybox: the busybox build whose ``sh`` guests run (None: the
         one on PATH).
+    :param cpu_group: whether guests run in a CPU group of their own that
+        yields to the devcloud (:mod:`.cgroups`), when this machine allows.
     """
 
     def __init__(self, backend: CloudBackend, root: Path,
                  metadata_url: Callable[[str], str], user: str,
-                 busybox: str | None = None) -> None:
+                 busybox: str | None = None, cpu_group: bool = True) -> None:
         self._backend = backend
         self._root = root
         self._metadata_url = metadata_url
@@ -356,6 +364,8 @@ class GuestManager:
         self.naming = naming_for(tuple(shell_argv(busybox)))
         self._applets = cirros_applets(root.parent / "guest-bin",
                                        self.naming.shell)
+        #: the guests' CPU group (:mod:`.cgroups`), None without one
+        self.cpu_group = guest_cpu_group() if cpu_group else None
         self._guests: dict[str, Guest] = {}
         self._lock = threading.Lock()
 
@@ -369,7 +379,8 @@ class GuestManager:
             if server is None or server.status == "BUILD":
                 return None
             guest = Guest(server, self._root, self._metadata_url(server.id),
-                          self._user, self.naming, self._applets)
+                          self._user, self.naming, self._applets,
+                          self.cpu_group)
             self._guests[server_id] = guest
             return guest
 
@@ -419,3 +430,8 @@ class GuestManager:
             guests, self._guests = list(self._guests.values()), {}
         for guest in guests:
             guest.kill()
+
+    def remove_cpu_group(self) -> None:
+        """Remove the guests' CPU group once no process is left in it."""
+        if self.cpu_group is not None and self.cpu_group.remove():
+            self.cpu_group = None

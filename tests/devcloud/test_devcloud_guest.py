@@ -21,7 +21,7 @@ from devcloud_helpers import (boot_guest, clients, make_config, quick_profile,
                               run, start_loop, wait_for)
 from prerequisites import require
 from rally_metadata_plugin.core.faults import FaultKind
-from rally_metadata_plugin.devcloud import guests
+from rally_metadata_plugin.devcloud import cgroups, guests
 from rally_metadata_plugin.devcloud.cloud import DevCloud
 from rally_metadata_plugin.devcloud.procfs import proc_state
 from rally_metadata_plugin.testing.guest import (BUSYBOX_BUILDS,
@@ -241,3 +241,37 @@ def test_detached_loop_survives_freezes_and_dies_with_server(
     with pytest.raises(OSError):
         socket.create_connection((guest.address, cloud.config.ssh_port),
                                  timeout=1)
+
+
+def _cgroup_lines(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def test_guest_processes_share_a_cpu_group_that_goes_with_the_devcloud(
+        tmp_path):
+    cloud = DevCloud(make_config(tmp_path))
+    with cloud:
+        group = cloud.guests.cpu_group
+        require(group is not None,
+                "no CPU cgroup can be made here (root and a writable cgroup "
+                "'cpu' hierarchy are needed; the devcloud's log says which)")
+        guest = boot_guest(cloud, name="cpu-group-vm")
+        pid = start_loop(guest)
+        # a command's processes are in the group from the start (here a
+        # child of its shell), and so is the detached loop with what it forks
+        _, out, _ = guest.run("cat /proc/self/cgroup")
+        assert any(line.endswith("/" + group.path.name)
+                   for line in out.splitlines())
+        assert any(line.endswith("/" + group.path.name)
+                   for line in _cgroup_lines(pid))
+        tagged = cloud.guests.guest(guest.server_id).processes()
+        assert pid in tagged and set(tagged) <= set(group.pids())
+        weight = (group.path / group.weight_file).read_text().strip()
+        assert int(weight) in (cgroups.V1_SHARES, cgroups.V2_WEIGHT)
+        path = group.path
+    assert not path.exists()
+    assert proc_state(pid) in (None, "Z")

@@ -23,6 +23,7 @@ from typing import Optional
 
 import pytest
 
+from rally_metadata_plugin.devcloud import cgroups
 from rally_metadata_plugin.devcloud.procfs import is_alive, pids
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -156,6 +157,8 @@ def assert_nothing_left(run: "MainCommand", within: float = 2.0) -> None:
            and time.monotonic() < deadline):
         time.sleep(0.05)
     assert left == {}, f"processes of the run still alive: {left}"
+    # nor the guests' CPU group of a devcloud that is gone
+    assert cgroups.stale_groups() == []
 
 
 @pytest.fixture

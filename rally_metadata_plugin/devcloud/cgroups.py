@@ -1,0 +1,176 @@
+"""The guests' CPU group: process guests yield the CPU to the control plane.
+
+On a real cloud each guest has vCPUs of its own; here every guest process
+shares this machine's cores with the devcloud (APIs, metadata service, SSH)
+and with Rally. Under load the kernel shares the CPU per runnable task, and
+a few hundred probing guests then outnumber the metadata service's one
+thread: it answers late, probes time out, and a timed-out probe is an
+outage the cloud never had (measured: 50 guests at the task's default probe
+rates failed 34 to 50 of 50 iterations, every one on probes timing out).
+
+So the guests' processes share one CPU control group with a low weight: the
+devcloud and Rally get the CPU first, and what is left goes to the guests,
+whose probes then start late (the meter records when each probe started, so
+the error bound widens) instead of failing. The weight only matters while
+the machine is saturated; an idle machine gives the guests all they ask.
+
+The group is ``rally-metadata-devcloud-<pid>-<n>`` (the n-th devcloud of
+process pid) in the ``cpu`` hierarchy of
+cgroup v1 (``/sys/fs/cgroup/cpu``, ``cpu.shares``) or at the root of a
+cgroup v2 hierarchy (``cpu.weight``), made when this process may (root, a
+writable hierarchy); otherwise the guests run in the devcloud's own group,
+as before, and the devcloud says so in its log. A process joins it by
+writing its pid to ``cgroup.procs`` (see :meth:`CpuGroup.join_argv`): done
+by the guest's first shell before it runs anything, so nothing it forks can
+escape. The group is removed when the devcloud stops; the ones of devclouds
+that died without stopping are removed by the next one.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = "rally-metadata-devcloud-"
+#: cgroup v1 ``cpu.shares`` of the guests' group: a task at nice 0 weighs
+#: 1024, so under contention all guests together get about what a quarter
+#: of one busy devcloud or Rally thread gets. Lower starved the guests
+#: (measured: 128 let 200 guests at 1 s probes go 10-17 s without a probe).
+V1_SHARES = 256
+#: the same weight on cgroup v2's scale (default 100)
+V2_WEIGHT = 25
+
+_SEQUENCE = itertools.count(1)     # devclouds of this process (the tests')
+_V1_CPU = Path("/sys/fs/cgroup/cpu")
+_V2_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+
+#: Run by a guest's first shell: join the group ($0), then become the
+#: command ("$@"). A failed join leaves it in the devcloud's group, and says
+#: nothing on the guest's stderr (the braces: the redirection that fails is
+#: inside them).
+_JOIN_AND_EXEC = '{ echo $$ >"$0"; } 2>/dev/null; exec "$@"'
+
+
+class CpuGroup:
+    """One cgroup directory whose ``weight_file`` weighs its processes."""
+
+    def __init__(self, path: Path, weight_file: str, weight: int) -> None:
+        self.path = path
+        self.weight_file = weight_file
+        self.weight = weight
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def create(self) -> None:
+        self.path.mkdir()
+        try:
+            (self.path / self.weight_file).write_text(f"{self.weight}\n")
+        except OSError:
+            self.path.rmdir()
+            raise
+
+    def join_argv(self, shell: tuple[str, ...], argv: list[str]) -> list[str]:
+        """``argv`` run by ``shell`` after joining this group."""
+        return [*shell, "-c", _JOIN_AND_EXEC, str(self.procs), *argv]
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in self.procs.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def remove(self, timeout: float = 1.0) -> bool:
+        """Remove the group; False if it still holds processes after
+        ``timeout`` seconds (killed ones leave it as they exit)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.path.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    LOG.warning("guests' CPU group %s not removed: %s "
+                                "(processes: %s)", self.path, e, self.pids())
+                    return False
+            time.sleep(0.02)
+
+
+def _hierarchies() -> list[tuple[Path, str, int]]:
+    """(directory, weight file, weight) of each hierarchy that could hold
+    the group, most likely first."""
+    found = []
+    if (_V1_CPU / "cpu.shares").exists():
+        found.append((_V1_CPU, "cpu.shares", V1_SHARES))
+    for root in _V2_ROOTS:
+        try:
+            controllers = (root / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            continue
+        if "cpu" in controllers:
+            found.append((root, "cpu.weight", V2_WEIGHT))
+    return found
+
+
+def stale_groups(parent: Path | None = None) -> list[Path]:
+    """The groups of devclouds that are gone (killed before they could
+    remove theirs), in ``parent`` or in every hierarchy."""
+    parents = ([parent] if parent is not None
+               else [p for p, _, _ in _hierarchies()])
+    found = []
+    for directory in parents:
+        try:
+            entries = list(directory.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            owner, _, seq = entry.name[len(PREFIX):].partition("-")
+            if (entry.name.startswith(PREFIX) and owner.isdigit()
+                    and seq.isdigit() and not Path(f"/proc/{owner}").exists()):
+                found.append(entry)
+    return found
+
+
+def remove_stale(parent: Path | None = None) -> None:
+    """Remove :func:`stale_groups`; one with processes left stays."""
+    for group in stale_groups(parent):
+        try:
+            group.rmdir()
+        except OSError:
+            pass
+
+
+def guest_cpu_group(owner: int | None = None,
+                    hierarchies: list[tuple[Path, str, int]] | None = None
+                    ) -> CpuGroup | None:
+    """A new, empty CPU group for the guests of the devcloud ``owner``
+    (default: this process); None when no hierarchy takes one here."""
+    owner = os.getpid() if owner is None else owner
+    name = f"{PREFIX}{owner}-{next(_SEQUENCE)}"
+    problems = []
+    for parent, weight_file, weight in (
+            _hierarchies() if hierarchies is None else hierarchies):
+        remove_stale(parent)
+        group = CpuGroup(parent / name, weight_file, weight)
+        try:
+            group.create()
+        except OSError as e:
+            problems.append(f"{parent}: {e.strerror or e}")
+            continue
+        return group
+    LOG.warning(
+        "guests share the CPU with the devcloud as equals (no CPU control "
+        "group could be made%s): past what this machine can carry, probes "
+        "will time out rather than start late",
+        ": " + "; ".join(problems) if problems else ", no cgroup 'cpu' "
+        "controller found")
+    return None
