@@ -372,6 +372,9 @@ class DevCloudProcess:
         # a devcloud that was killed could not stop its guests, which live in
         # sessions of their own: find them by their tag
         self.orphans = _lifetime().kill_guest_processes(self.state_dir / "guests")
+        # and its guests' CPU group, which it could not remove either
+        from rally_metadata_plugin.devcloud import cgroups
+        cgroups.remove_stale()
 
 
 class IsolatedRally:

@@ -20,10 +20,12 @@ cgroup v1 (``/sys/fs/cgroup/cpu``, ``cpu.shares``) or at the root of a
 cgroup v2 hierarchy (``cpu.weight``), made when this process may (root, a
 writable hierarchy); otherwise the guests run in the devcloud's own group,
 as before, and the devcloud says so in its log. A process joins it by
-writing its pid to ``cgroup.procs`` (see :meth:`CpuGroup.join_argv`): done
-by the guest's first shell before it runs anything, so nothing it forks can
-escape. The group is removed when the devcloud stops; the ones of devclouds
-that died without stopping are removed by the next one.
+writing its pid to ``cgroup.procs`` (see :meth:`CpuGroup.join_command`): the
+guest's shell does so before the command it was given, so nothing the
+command forks can escape, and it costs no process of its own (every SSH
+command of every guest pays it). The group is removed when the devcloud
+stops; the ones of devclouds that died without stopping are removed by the
+next one, or by the main command that ran the devcloud.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ import errno
 import itertools
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
+
+from rally_metadata_plugin.devcloud.procfs import is_alive
 
 LOG = logging.getLogger(__name__)
 
@@ -50,11 +55,11 @@ _SEQUENCE = itertools.count(1)     # devclouds of this process (the tests')
 _V1_CPU = Path("/sys/fs/cgroup/cpu")
 _V2_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
-#: Run by a guest's first shell: join the group ($0), then become the
-#: command ("$@"). A failed join leaves it in the devcloud's group, and says
-#: nothing on the guest's stderr (the braces: the redirection that fails is
-#: inside them).
-_JOIN_AND_EXEC = '{ echo $$ >"$0"; } 2>/dev/null; exec "$@"'
+#: Put before a guest's command: its shell joins the group ({procs}). A
+#: failed join leaves it in the devcloud's group, says nothing on the guest's
+#: stderr (the braces: the redirection that fails is inside them) and leaves
+#: $? at 0 for the command.
+_JOIN = '{{ echo $$ >{procs}; }} 2>/dev/null || :\n'
 
 
 class CpuGroup:
@@ -77,9 +82,9 @@ class CpuGroup:
             self.path.rmdir()
             raise
 
-    def join_argv(self, shell: tuple[str, ...], argv: list[str]) -> list[str]:
-        """``argv`` run by ``shell`` after joining this group."""
-        return [*shell, "-c", _JOIN_AND_EXEC, str(self.procs), *argv]
+    def join_command(self, command: str) -> str:
+        """``command`` (a shell's ``-c`` text), run once its shell joined."""
+        return _JOIN.format(procs=shlex.quote(str(self.procs))) + command
 
     def pids(self) -> list[int]:
         try:
@@ -134,8 +139,9 @@ def stale_groups(parent: Path | None = None) -> list[Path]:
             continue
         for entry in entries:
             owner, _, seq = entry.name[len(PREFIX):].partition("-")
+            # a zombie owner cannot remove its group any more either
             if (entry.name.startswith(PREFIX) and owner.isdigit()
-                    and seq.isdigit() and not Path(f"/proc/{owner}").exists()):
+                    and seq.isdigit() and not is_alive(int(owner))):
                 found.append(entry)
     return found
 

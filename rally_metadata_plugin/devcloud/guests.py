@@ -252,11 +252,10 @@ class Guest:
         Blocks while the guest is frozen: its sshd would be frozen too.
         """
         self._running.wait()
-        argv = self._naming.argv(self.hostname, command)
         if self._cpu_group is not None:
-            argv = self._cpu_group.join_argv(self._naming.shell, argv)
+            command = self._cpu_group.join_command(command)
         proc = subprocess.Popen(
-            argv, cwd=self.home,
+            self._naming.argv(self.hostname, command), cwd=self.home,
             env=self.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, bufsize=0,
@@ -350,13 +349,11 @@ class GuestManager:
     :param metadata_url: gives the (stable) metadata endpoint of a server.
     :param busybox: the busybox build whose ``sh`` guests run (None: the
         one on PATH).
-    :param cpu_group: whether guests run in a CPU group of their own that
-        yields to the devcloud (:mod:`.cgroups`), when this machine allows.
     """
 
     def __init__(self, backend: CloudBackend, root: Path,
                  metadata_url: Callable[[str], str], user: str,
-                 busybox: str | None = None, cpu_group: bool = True) -> None:
+                 busybox: str | None = None) -> None:
         self._backend = backend
         self._root = root
         self._metadata_url = metadata_url
@@ -364,8 +361,9 @@ class GuestManager:
         self.naming = naming_for(tuple(shell_argv(busybox)))
         self._applets = cirros_applets(root.parent / "guest-bin",
                                        self.naming.shell)
-        #: the guests' CPU group (:mod:`.cgroups`), None without one
-        self.cpu_group = guest_cpu_group() if cpu_group else None
+        #: the guests' CPU group, which yields to the devcloud
+        #: (:mod:`.cgroups`); None where this machine allows none
+        self.cpu_group = guest_cpu_group()
         self._guests: dict[str, Guest] = {}
         self._lock = threading.Lock()
 

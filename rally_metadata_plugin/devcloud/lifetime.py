@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from rally_metadata_plugin.devcloud import cgroups
 from rally_metadata_plugin.devcloud.guests import all_tagged_processes
 from rally_metadata_plugin.devcloud.procfs import kill_until_gone
 
@@ -133,6 +132,4 @@ def kill_guest_processes(guests_root: Path, timeout: float = 5.0) -> list[int]:
     killed, _ = kill_until_gone(
         lambda: [pid for pids in guest_processes(guests_root).values() for pid in pids],
         timeout)
-    # the CPU groups of devclouds that could not remove theirs
-    cgroups.remove_stale()
     return sorted(killed)

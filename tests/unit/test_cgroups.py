@@ -51,27 +51,27 @@ def test_no_hierarchy_no_group_and_the_log_says_why(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("shell", ["busybox", "dash"])
-def test_the_command_runs_after_its_shell_wrote_the_pid_it_keeps(tmp_path, shell):
+def test_the_command_runs_in_the_shell_that_joined(tmp_path, shell):
     binary = {"busybox": (BUSYBOX, "sh"), "dash": (DASH,)}[shell]
     if binary[0] is None:
         pytest.skip(f"{shell} is not installed")
-    group = cgroups.CpuGroup(tmp_path / "g", "cpu.shares", 256)
+    group = cgroups.CpuGroup(tmp_path / "a group", "cpu.shares", 256)
     group.create()
     out = subprocess.run(
-        group.join_argv(binary, ["sh", "-c", 'echo "$$"; echo "$0"', "a b"]),
+        [*binary, "-c", group.join_command('echo "$$"; echo "$0" "$?"'), "a b"],
         capture_output=True, text=True, check=True).stdout.split("\n")
-    # the pid joined is the command's own (exec, no fork): whatever it
-    # forks later is born in the group
+    # the pid joined is the shell's that runs the command (no process of
+    # its own): whatever the command forks is born in the group
     assert group.pids() == [int(out[0])]
-    assert out[1] == "a b"                 # arguments pass through intact
+    assert out[1] == "a b 0"               # arguments and $? as without it
 
 
 def test_a_failed_join_still_runs_the_command(tmp_path):
     group = cgroups.CpuGroup(tmp_path / "absent", "cpu.shares", 256)
-    result = subprocess.run(group.join_argv((DASH or "/bin/sh",),
-                                            ["echo", "ran"]),
+    result = subprocess.run([DASH or "/bin/sh", "-c",
+                             group.join_command('echo ran "$?"')],
                             capture_output=True, text=True)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "ran\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ran 0\n", "")
 
 
 def test_remove_and_sweep_of_dead_owners(tmp_path):
