@@ -227,10 +227,11 @@ def run_schedule(tmp: pathlib.Path, name: str, kind: FaultKind, duration: float,
             netns.close()
 
 
-def _loop_cpu(tmp: pathlib.Path, server, label: str, tools, tool, seconds: float):
-    """(CPU seconds, probes) of one guest loop run for ``seconds``."""
-    name = f"cpu-{seconds:g}-" + label.replace(" ", "_").replace("|", "_")
-    with Guest(tmp / name, "busybox", tools) as guest:
+def _loop_cpu(tmp: pathlib.Path, server, label: str, tools, tool, seconds: float,
+              shell: str = "busybox"):
+    """(CPU seconds, probes) of one guest loop run for ``seconds`` in ``shell``."""
+    name = f"cpu-{seconds:g}-" + label.replace(" ", "_").replace("|", "_").replace(",", "")
+    with Guest(tmp / name, shell, tools) as guest:
         REAPER.reap()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if tool is None:
@@ -269,14 +270,20 @@ def cpu_per_probe(tmp: pathlib.Path, seconds: float) -> dict:
     hostname = socket.gethostname()
     figures = {}
     bodies = {"hostname": hostname + "\n", "meta_data.json": _meta_data_json(hostname)}
-    for label, body, tools, tool in (
-            ("ours wget", "hostname", ("wget", "curl"), "auto"),
-            ("ours curl", "hostname", ("curl",), "curl"),
-            ("naive curl|grep", "hostname", ("curl",), None),
-            ("ours wget, json", "meta_data.json", ("wget", "curl"), "auto")):
+    rows = [("ours wget", "hostname", ("wget", "curl"), "auto", "busybox"),
+            ("ours curl", "hostname", ("curl",), "curl", "busybox"),
+            ("naive curl|grep", "hostname", ("curl",), None, "busybox"),
+            ("ours wget, json", "meta_data.json", ("wget", "curl"), "auto", "busybox")]
+    if sandbox.static_busybox():
+        # the devcloud's process guests run it when it was fetched (see
+        # rally_metadata_plugin.devcloud.sizing)
+        rows.append(("ours wget, json, static", "meta_data.json", ("wget", "curl"), "auto",
+                     "busybox-static"))
+    for label, body, tools, tool, shell in rows:
         with MetadataServer(bodies[body]) as server:
-            short_cpu, short_probes = _loop_cpu(tmp, server, label, tools, tool, seconds / 4)
-            long_cpu, long_probes = _loop_cpu(tmp, server, label, tools, tool, seconds)
+            short_cpu, short_probes = _loop_cpu(tmp, server, label, tools, tool, seconds / 4,
+                                                shell)
+            long_cpu, long_probes = _loop_cpu(tmp, server, label, tools, tool, seconds, shell)
         per_probe = (long_cpu - short_cpu) / max(1, long_probes - short_probes)
         startup = max(0.0, long_cpu - per_probe * long_probes)
         figures[label] = (per_probe, startup, long_probes)
@@ -373,7 +380,7 @@ def report(rows, skipped, cpu, cpu_seconds, elapsed, quick) -> None:
     per = {}
     for label, (per_probe, startup, probes) in cpu.items():
         per[label] = per_probe
-        print(f"  {label:16s} {per_probe * 1000:6.2f} ms/probe   (one-time start-up "
+        print(f"  {label:24s} {per_probe * 1000:6.2f} ms/probe   (one-time start-up "
               f"{startup * 1000:5.1f} ms; {probes} probes in the long run)")
     naive_cpu = per.get("naive curl|grep", float("nan"))
     print()

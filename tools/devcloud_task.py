@@ -22,6 +22,13 @@ Options that make the devcloud behave like some real clouds:
 * ``--live-migrate-timeout S``: rally's ``nova_server_live_migrate_timeout``
   (the scenario aborts a migration still running then).
 
+The process guests run Debian's static busybox, fetched once by
+``tools/fetch-busybox-static`` (``apt-get download``, no install): its shell
+runs ``wget`` and ``timeout`` as built-in applets, which halves the CPU a
+probe costs the machine (see ``rally_metadata_plugin/devcloud/sizing.py``).
+``--guest-busybox system`` runs the busybox on PATH instead, as the run does
+anyway, with a warning, when the static one cannot be fetched.
+
 ``--guests vm`` runs the same task on QEMU virtual machines instead of host
 processes: real guests (Debian kernel, busybox, curl, dropbear) whose live
 migrations are QEMU's, with the guest clock stopped in the pause. It needs
@@ -290,6 +297,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                              "none (default: the devcloud's)")
     parser.add_argument("--live-migrate-timeout", type=float, default=None,
                         help="[openstack] nova_server_live_migrate_timeout for Rally, seconds")
+    parser.add_argument("--guest-busybox", choices=("static", "system"), default="static",
+                        help="process guests' shell: static, Debian's busybox-static, fetched "
+                             "once by tools/fetch-busybox-static (default: half the CPU per "
+                             "probe; the busybox on PATH when it cannot be fetched); system, "
+                             "the busybox on PATH")
     parser.add_argument("--guests", choices=("process", "vm"), default="process",
                         help="process: guests are host processes (default, no root needed); "
                              "vm: QEMU virtual machines with real live migration (root, "
@@ -489,7 +501,29 @@ def devcloud_options(options: argparse.Namespace) -> tuple[str, ...]:
         found += ["--nova-version", options.nova_version]
     if options.guests != "process":
         found.append(f"--guests={options.guests}")
+    elif getattr(options, "busybox", None):
+        found += ["--busybox", options.busybox]
     return tuple(found)
+
+
+def guest_busybox(options: argparse.Namespace) -> Optional[str]:
+    """The static busybox for the process guests, fetched once into a cache
+    (tools/fetch-busybox-static); None for the busybox on PATH: when asked,
+    for VM guests, or when it cannot be fetched (then say so)."""
+    if options.guests != "process" or options.guest_busybox != "static":
+        return None
+    try:
+        fetched = subprocess.run([str(ROOT / "tools" / "fetch-busybox-static")],
+                                 capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        fetched = subprocess.CompletedProcess([], 1, "", str(e))
+    path = fetched.stdout.strip().splitlines()[-1:] if fetched.returncode == 0 else []
+    if path and os.access(path[0], os.X_OK):
+        return path[0]
+    say("warning: Debian's busybox-static could not be fetched "
+        f"({fetched.stderr.strip() or 'no message'}): the guests run the busybox on PATH, "
+        "which costs about twice the CPU per probe", file=sys.stderr)
+    return None
 
 
 def environment_spec(cloud: DevCloudProcess, out: pathlib.Path, nova_version: str | None
@@ -623,7 +657,9 @@ def guest_cpu_budget(options: argparse.Namespace):
         return sizing.guest_cpu_budget(int(runner.get("concurrency", 1)),
                                        float(args["probe_interval"]),
                                        float(args["fast_probe_interval"]),
-                                       os.cpu_count() or 1)
+                                       os.cpu_count() or 1,
+                                       tool=("wget, static busybox"
+                                             if getattr(options, "busybox", None) else "wget"))
     except (OSError, jinja2.TemplateError, yaml.YAMLError, LookupError, TypeError,
             ValueError, AttributeError, ZeroDivisionError):
         return None
@@ -638,6 +674,7 @@ def warn_if_guests_overload(options: argparse.Namespace) -> None:
 
 
 def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> int:
+    options.busybox = guest_busybox(options)
     warn_if_guests_overload(options)
     out = pathlib.Path(options.out).resolve()
     if out.exists():

@@ -441,7 +441,7 @@ class GuestMeter:
                 return snapshot
             if self._clock() >= deadline:
                 break
-            self._sleep(self.poll_interval)
+            self._sleep(self._next_read_in(snapshot, needed, deadline))
         raise BaselineError(explain_no_baseline(snapshot.log, needed, self._clock() - started,
                                                 self.settings.url))
 
@@ -472,7 +472,27 @@ class GuestMeter:
                 return Recovery(snapshot, True, since)
             if self._clock() >= deadline:
                 return Recovery(snapshot, False, since)
-            self._sleep(self.poll_interval)
+            self._sleep(self._next_read_in(snapshot, needed, deadline, after=since))
+
+    def _next_read_in(self, snapshot: Snapshot, needed: int, deadline: float,
+                      after: float = float("-inf")) -> float:
+        """Seconds until the next read while waiting for ``needed`` good probes.
+
+        ``poll_interval``, or longer when the log just read shows that the
+        run cannot be complete before then (see
+        :func:`~rally_metadata_plugin.core.log_analysis.earliest_healthy_streak`):
+        a read is an SSH command, which costs the guest, the controller and
+        a loaded cloud's SSH path far more than a probe does, and hundreds
+        of guests waiting at once would otherwise read every second for
+        nothing.  Never past ``deadline``; one probe interval early, as a
+        recorded probe start may lag its launch.
+        """
+        interval = min(self.settings.interval, self.settings.fast_interval)
+        earliest = analysis.earliest_healthy_streak(snapshot.log.records, needed,
+                                                    interval, after=after)
+        now = self._clock()
+        ready_in = snapshot.clock.controller + (earliest - snapshot.guest_time) - interval - now
+        return max(self.poll_interval, min(ready_in, deadline - now))
 
     # -- plumbing -----------------------------------------------------------
 

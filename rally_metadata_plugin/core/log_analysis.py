@@ -459,6 +459,34 @@ def first_healthy_streak(
     return None
 
 
+def earliest_healthy_streak(
+    records: Sequence[ProbeRecord], needed: int, interval: float,
+    after: float = float("-inf"),
+) -> float:
+    """The earliest guest time at which :func:`first_healthy_streak` can find its run.
+
+    A lower bound from the records read so far, for a reader that wants to
+    look again only when the answer may have changed: the meter starts its
+    probes at least ``interval`` apart, and a probe's record cannot end a
+    run before that probe started.  Probes missing from ``records`` (in
+    flight when the log was read) count as good, so the bound is never
+    late; ``-inf`` when the run may be complete already.
+    """
+    last_seq, last_start = 0, float("-inf")
+    good = 0  # the trailing run of good (or missing) probes started after ``after``
+    for record in records:
+        if record.start >= after:
+            good += record.seq - last_seq - 1   # in flight: may have passed
+            if good >= needed:
+                return float("-inf")
+            good = good + 1 if record.ok else 0
+            if good >= needed:
+                return float("-inf")
+        last_seq, last_start = record.seq, record.start
+    return max(last_start + (needed - good) * interval,
+               after + (needed - 1) * interval)
+
+
 # -- Attribution of outages to time windows (migrations) --------------------
 
 

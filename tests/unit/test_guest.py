@@ -324,6 +324,61 @@ def test_recovery_timeout_returns_the_last_read_unrecovered():
     assert recovery.snapshot.guest_time == 100.0
 
 
+class ProbingGuest:
+    """A guest whose meter starts a probe every second from guest time 0, each
+    taking 0.5 s; probes started before ``healthy_from`` fail.  Guest and
+    controller clocks are one (``now``); sleeping advances it."""
+
+    def __init__(self, healthy_from: float) -> None:
+        self.now = 0.0
+        self.healthy_from = healthy_from
+        self.read_at: list[float] = []
+
+    def read(self):
+        self.read_at.append(self.now)
+        lines = "".join(
+            f"{i + 1} {i:.2f} {i + 0.5:.2f} {'P ok' if i >= self.healthy_from else 'F wget:timeout'}\n"
+            for i in range(int(self.now) + 1) if i + 0.5 <= self.now)
+        return 0, f"{self.now:.2f} 1.0\n#start 0.00 v=1\n{lines}", ""
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def meter(self, **kw):
+        settings = script.ProbeSettings(expect="x", interval=1.0, fast_interval=1.0)
+        return guest.GuestMeter(ScriptedSSH(read=self.read), settings, fast_exec=False,
+                                poll_interval=1.0, clock=lambda: self.now,
+                                sleep=self.sleep, **kw)
+
+
+def test_waiting_reads_only_when_the_run_can_be_complete():
+    """Hundreds of guests wait at once: a read is an SSH command, so the meter does
+    not read while the log shows the run of good probes cannot be complete yet,
+    and still sees it as soon as reading every second would."""
+    guest_ = ProbingGuest(healthy_from=10)
+    snapshot = guest_.meter().wait_for_baseline(5, timeout=60)
+    # probes 10-14 pass; 14 ends at 14.5: the next whole second reads it
+    assert analysis.first_healthy_streak(snapshot.log.records, 5).start == 14.0
+    assert guest_.read_at[-1] == 15.0
+    # reading every second would have read 16 times
+    assert guest_.read_at == [0.0, 1.0, 4.0, 7.0, 10.0, 13.0, 14.0, 15.0]
+
+
+def test_waiting_for_recovery_reads_less_and_never_past_its_deadline():
+    guest_ = ProbingGuest(healthy_from=30)
+    guest_.now = 2.0
+    recovery = guest_.meter().wait_for_recovery(5, since_controller=2.0, timeout=9.5)
+    assert not recovery.recovered
+    # the last read no later than a poll interval past the deadline (2 + 9.5), as
+    # when reading every second
+    assert guest_.read_at == [2.0, 5.0, 8.0, 11.0, 12.0]
+    guest_ = ProbingGuest(healthy_from=6)
+    guest_.now = 2.0
+    recovery = guest_.meter().wait_for_recovery(5, since_controller=2.0, timeout=30)
+    assert recovery.recovered
+    assert guest_.read_at == [2.0, 5.0, 8.0, 9.0, 10.0, 11.0]
+
+
 def test_clock_sample_keeps_the_tightest_of_several_plain_readings():
     now = [1000.0]
     round_trips = iter([0.30, 0.02, 0.10])

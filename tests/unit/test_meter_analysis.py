@@ -596,6 +596,58 @@ def test_healthy_streak_never_changes_as_records_arrive(probes, needed, after_in
         assert found == analysis.first_healthy_streak(full, needed, after=after)
 
 
+# -- when a streak can be complete at the earliest --------------------------------------
+
+
+def test_earliest_streak_after_a_failure_is_needed_probe_starts_later():
+    records = [rec(1, 100.0), rec(2, 101.0, False)]
+    assert analysis.earliest_healthy_streak(records, 5, 1.0) == 106.0
+
+
+def test_earliest_streak_counts_the_good_probes_at_the_end():
+    records = records_from("PFPPP", period=1.0)       # starts 100..104
+    assert analysis.earliest_healthy_streak(records, 5, 1.0) == 106.0
+    assert analysis.earliest_healthy_streak(records, 3, 1.0) == -math.inf
+
+
+def test_earliest_streak_counts_probes_in_flight_as_good():
+    # seq 3 and 4 have not written their records: they may have passed
+    records = [rec(1, 100.0, False), rec(2, 101.0), rec(5, 104.0)]
+    assert analysis.earliest_healthy_streak(records, 5, 1.0) == 105.0
+    assert analysis.earliest_healthy_streak(records, 4, 1.0) == -math.inf
+    # a run complete in a gap, before a later failure: maybe there already
+    records = [rec(1, 100.0), rec(3, 102.0), rec(4, 103.0, False)]
+    assert analysis.earliest_healthy_streak(records, 3, 1.0) == -math.inf
+
+
+def test_earliest_streak_starts_after_after():
+    records = records_from("PPPPP", period=1.0)       # all before ``after``
+    assert analysis.earliest_healthy_streak(records, 3, 1.0, after=104.5) == 107.0
+    assert analysis.earliest_healthy_streak([], 3, 1.0, after=104.5) == 106.5
+    assert analysis.earliest_healthy_streak([], 3, 1.0) == -math.inf
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.floats(0, 2)),
+                min_size=1, max_size=30),
+       st.integers(1, 6), st.floats(0.05, 2), st.one_of(st.none(), st.floats(-1, 40)))
+def test_earliest_streak_is_never_late(probes, needed, interval, after):
+    """Probes start at least ``interval`` apart and finish in any order: whatever
+    records were written when the log was read, the run the complete log has
+    ends with a probe that started no earlier than the bound."""
+    starts, t = [], 100.0
+    for _, _, extra in probes:
+        starts.append(t)
+        t += interval + extra
+    full = [rec(i + 1, start, ok) for i, (start, (ok, _, _)) in enumerate(zip(starts, probes))]
+    written = [r for r, (_, done, _) in zip(full, probes) if done]
+    after = float("-inf") if after is None else 100 + after
+    found = analysis.first_healthy_streak(full, needed, after=after)
+    if found is not None:
+        assert analysis.earliest_healthy_streak(written, needed, interval, after) \
+            <= found.start + 1e-9
+
+
 # -- parsing a growing log ---------------------------------------------------------------
 
 LOG_LINES = st.one_of(

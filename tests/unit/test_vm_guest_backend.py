@@ -7,6 +7,7 @@ import gzip
 import json
 import lzma
 import stat
+import subprocess
 
 import pytest
 
@@ -289,3 +290,43 @@ def test_the_main_command_sizes_the_guests_from_the_task_as_rendered():
                         '"fast_probe_interval": 1.0}']))
     assert slow.migrating_cores == slow.steady_cores and slow.fits
     assert main.guest_cpu_budget(main._parse_args(["--task", "/nonexistent.yaml"])) is None
+    # the static busybox's probes cost less: 50 guests at 1 s probes need less
+    options = main._parse_args(["--task-args", '{"concurrency": 50, "probe_interval": 1.0, '
+                                               '"fast_probe_interval": 1.0}'])
+    options.busybox = "/cache/busybox-static/bin/busybox"
+    static = main.guest_cpu_budget(options)
+    assert static.migrating_cores < slow.migrating_cores * 0.6
+
+
+def test_the_main_command_gives_process_guests_the_static_busybox(monkeypatch, tmp_path):
+    main = _main_command()
+    fetched = tmp_path / "busybox"
+    fetched.write_text("#!/bin/sh\n")
+    fetched.chmod(0o755)
+    runs = []
+
+    def fetch(argv, **kwargs):
+        runs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, f"{fetched}\n", "")
+    monkeypatch.setattr(main.subprocess, "run", fetch)
+    process = main._parse_args([])
+    process.busybox = main.guest_busybox(process)
+    assert runs[0][0].endswith("tools/fetch-busybox-static")
+    assert main.devcloud_options(process)[-2:] == ("--busybox", str(fetched))
+    # asked for the busybox on PATH, or VM guests: nothing fetched
+    for argv in (["--guest-busybox", "system"], ["--guests", "vm"]):
+        assert main.guest_busybox(main._parse_args(argv)) is None
+    assert len(runs) == 1
+
+
+def test_the_main_command_falls_back_to_the_busybox_on_path_and_says_so(monkeypatch,
+                                                                       capsys):
+    main = _main_command()
+    monkeypatch.setattr(main.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 1, "", "fetch-busybox-static: needs apt-get and dpkg (Debian or Ubuntu)"))
+    process = main._parse_args([])
+    process.busybox = main.guest_busybox(process)
+    assert process.busybox is None
+    assert "--busybox" not in main.devcloud_options(process)
+    err = capsys.readouterr().err
+    assert "needs apt-get" in err and "busybox on PATH" in err
