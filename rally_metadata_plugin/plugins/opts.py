@@ -15,8 +15,10 @@ OPTS = [
                       "in a row) before the first live migration; the iteration fails "
                       "without it."),
     cfg.FloatOpt("log_poll_interval", default=1.0, min=0.1,
-                 help="Seconds between reads of the guest meter log while waiting for the "
-                      "baseline or for recovery after a migration."),
+                 help="Shortest time between reads of the guest meter log while waiting "
+                      "for the baseline or for recovery after a migration; a read waits "
+                      "longer when the log shows the good probes awaited cannot all be in "
+                      "by then."),
     cfg.IntOpt("min_hypervisors", default=2, min=2,
                help="Compute hosts nova must list before the scenario boots a server."),
 ]
