@@ -306,6 +306,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="process: guests are host processes (default, no root needed); "
                              "vm: QEMU virtual machines with real live migration (root, "
                              "qemu-system-x86)")
+    # the static busybox the guests run, once fetched (see guest_busybox)
+    parser.set_defaults(busybox=None)
     return parser.parse_args(argv)
 
 
@@ -501,7 +503,7 @@ def devcloud_options(options: argparse.Namespace) -> tuple[str, ...]:
         found += ["--nova-version", options.nova_version]
     if options.guests != "process":
         found.append(f"--guests={options.guests}")
-    elif getattr(options, "busybox", None):
+    elif options.busybox:
         found += ["--busybox", options.busybox]
     return tuple(found)
 
@@ -659,7 +661,7 @@ def guest_cpu_budget(options: argparse.Namespace):
                                        float(args["fast_probe_interval"]),
                                        os.cpu_count() or 1,
                                        tool=("wget, static busybox"
-                                             if getattr(options, "busybox", None) else "wget"))
+                                             if options.busybox else "wget"))
     except (OSError, jinja2.TemplateError, yaml.YAMLError, LookupError, TypeError,
             ValueError, AttributeError, ZeroDivisionError):
         return None
