@@ -24,7 +24,10 @@ driving the task), with the devcloud's and Rally's per guest. CPU figures
 come from sampling ``/proc`` every 0.5 s (the last half second before a
 process exits is missed) and the guests' from their shells' own and reaped
 children's times; the total of everything started is
-``getrusage(RUSAGE_CHILDREN)`` once the run is over.
+``getrusage(RUSAGE_CHILDREN)`` once the run is over. Last, how many times
+the devcloud's metadata service answered nothing for half a second or more
+(its ``metadata-stalls.jsonl``), and the longest: a guest's probe that
+failed then measured this machine's overload, not the cloud model.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import threading
 import time
 
 from rally_metadata_plugin.devcloud import lifetime, procfs
+from rally_metadata_plugin.devcloud.metadata import STALL_LOG
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASK = ROOT / "tools" / "devcloud_task.py"
@@ -124,8 +128,15 @@ class CpuSampler(threading.Thread):
 
 
 def outcome(out: pathlib.Path) -> dict:
-    """Iterations, errors, SLA and migrations from the run's results.json."""
-    found = {"iterations": 0, "errors": 0, "sla": "?", "migrations": 0}
+    """Iterations, errors, SLA and migrations from the run's results.json,
+    and the devcloud's metadata stalls."""
+    try:
+        stalls = [json.loads(line)["seconds"] for line in
+                  (out / "devcloud" / STALL_LOG).read_text().splitlines() if line]
+    except (OSError, ValueError, KeyError):
+        stalls = []
+    found = {"iterations": 0, "errors": 0, "sla": "?", "migrations": 0,
+             "stalls": len(stalls), "longest_stall": max(stalls, default=0.0)}
     try:
         results = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
@@ -178,7 +189,8 @@ def run(rate: str, guests: int, migrations: int, out_root: pathlib.Path,
 def table(rows: list[dict]) -> str:
     header = (f"{'probes':>8} {'guests':>6} {'exit':>5} {'errors':>7} {'SLA':>4} "
               f"{'migr.':>6} {'wall s':>7} {'devcloud s':>10} {'/guest':>7} "
-              f"{'guests s':>9} {'rally s':>8} {'/guest':>7} {'total s':>8}")
+              f"{'guests s':>9} {'rally s':>8} {'/guest':>7} {'total s':>8} "
+              f"{'stalls':>6} {'longest':>7}")
     lines = [header, "-" * len(header)]
     for r in rows:
         n = r["guests"]
@@ -188,7 +200,8 @@ def table(rows: list[dict]) -> str:
             f"{r['errors']:>3}/{r['iterations']:<3} {r['sla']:>4} "
             f"{r['migrations']:>6} {r['wall']:>7.1f} {cpu['devcloud']:>10.1f} "
             f"{cpu['devcloud'] / n:>7.2f} {cpu['guest']:>9.1f} "
-            f"{cpu['rally']:>8.1f} {cpu['rally'] / n:>7.2f} {r['cpu_total']:>8.1f}")
+            f"{cpu['rally']:>8.1f} {cpu['rally'] / n:>7.2f} {r['cpu_total']:>8.1f} "
+            f"{r['stalls']:>6} {r['longest_stall']:>7.1f}")
     return "\n".join(lines)
 
 

@@ -589,6 +589,24 @@ def write_reports(rally: IsolatedRally, uuid: str, out: pathlib.Path,
                 child.kill()
 
 
+def stalls_warning(state_dir: pathlib.Path) -> Optional[str]:
+    """A sentence on the devcloud's metadata stalls (``metadata-stalls.jsonl``
+    in its state directory), or None when there were none."""
+    from rally_metadata_plugin.devcloud.metadata import STALL_LOG
+    path = state_dir / STALL_LOG
+    try:
+        stalls = [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not stalls:
+        return None
+    return (f"WARNING: the devcloud's metadata service stalled {len(stalls)} time(s) for "
+            f"half a second or more (longest {max(stalls):.1f} s, {sum(stalls):.1f} s in all): "
+            f"this machine was overloaded, and guests' probes that failed then measured it, "
+            f"not the cloud model; run fewer guests at once or probe less often (README, "
+            f"\"Under load\")")
+
+
 def finished_iterations(results: pathlib.Path) -> int:
     document = json.loads(results.read_text())
     return sum(len(workload.get("data", ()))
@@ -740,6 +758,9 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
               f"{cloud.child.returncode}): no leftovers report")
     if cloud.orphans:
         print(f"WARNING: killed {len(cloud.orphans)} guest process(es) the devcloud left behind")
+    stalled = stalls_warning(cloud.state_dir)
+    if stalled:
+        print(stalled)
     print(f"task {uuid}: {verdict} in {time.monotonic() - started:.1f} s")
     print(f"HTML report: {out / 'report.html'}")
     print(f"results: {out / 'results.json'}; devcloud ground truth: {out / 'truth.jsonl'}")

@@ -54,6 +54,9 @@ EXIT_NO_EXPECTATION = 4
 EXIT_NO_PROBE_BOUND = 5
 #: Exit status when another live meter holds the workdir (install and script).
 EXIT_METER_BUSY = 6
+#: Seconds the start-up check of ``timeout``'s syntax gives ``true``: far
+#: more than it takes, even in a guest starved of CPU.
+TIMEOUT_CHECK_SECONDS = 30
 
 
 def ipv6_metadata_url(interface: str, path: str = "/openstack/latest/meta_data.json") -> str:
@@ -246,11 +249,15 @@ if [ "$TOOL" = wget ]; then
     is_busybox_wget || WGET_QUIET="-nv --tries=1"
     # Some busybox builds crash on -T; bound the probe with timeout instead.
     # busybox before 1.30 (CirrOS 0.5) only knows "timeout -t SECS PROG".
+    # The checks ask which syntax timeout takes, not how fast the guest is:
+    # their bound is generous, as a guest starved of CPU may take over a
+    # second to run true, and a check cut short would read as no syntax.
     wget -q -T 1 -O /dev/null http://127.0.0.1:9/ >/dev/null 2>&1
     if [ $? -ge 128 ]; then
         WGET_LIMIT=
-        if timeout 1 true >/dev/null 2>&1; then WGET_GUARD="timeout $WGET_TIMEOUT"
-        elif timeout -t 1 true >/dev/null 2>&1; then WGET_GUARD="timeout -t $WGET_TIMEOUT"
+        if timeout {check_bound} true >/dev/null 2>&1; then WGET_GUARD="timeout $WGET_TIMEOUT"
+        elif timeout -t {check_bound} true >/dev/null 2>&1; then
+            WGET_GUARD="timeout -t $WGET_TIMEOUT"
         else
             event fatal "no-probe-bound wget crashes on -T and timeout does not work"
             exit {exit_no_bound}
@@ -386,6 +393,7 @@ def render_probe_script(settings: ProbeSettings) -> str:
         exit_no_client=EXIT_NO_HTTP_CLIENT,
         exit_no_expect=EXIT_NO_EXPECTATION,
         exit_no_bound=EXIT_NO_PROBE_BOUND,
+        check_bound=TIMEOUT_CHECK_SECONDS,
         exit_busy=EXIT_METER_BUSY,
         meter_alive=_meter_alive_function(settings),
         report_busy=_report_busy(settings, "$other"),

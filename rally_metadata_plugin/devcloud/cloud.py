@@ -7,6 +7,9 @@ command runs. It writes into its state directory:
 * ``env.json``: a spec for ``rally env create --spec`` (existing users);
 * ``rally.conf``: short poll intervals and a sqlite DB inside the state dir;
 * ``truth.jsonl``: ground truth, one line per finished migration;
+* ``metadata-stalls.jsonl``: one line per time the metadata service answered
+  nothing for half a second or more (this machine overloaded): when it
+  started (``CLOCK_BOOTTIME``) and how long;
 * ``requests.log``: one line per API request;
 * ``guests/<server uuid>/``: each guest's home directory;
 * ``ready``: written last, a JSON object with the URLs (removed on stop);
@@ -34,7 +37,7 @@ from rally_metadata_plugin.devcloud.api.base import RequestLog
 from rally_metadata_plugin.devcloud.config import (VM_FLOATING_CIDR,
                                                    DevCloudConfig, UserSpec)
 from rally_metadata_plugin.devcloud.guests import GuestManager
-from rally_metadata_plugin.devcloud.metadata import MetadataService
+from rally_metadata_plugin.devcloud.metadata import STALL_LOG, MetadataService
 from rally_metadata_plugin.devcloud.migration_engine import MigrationEngine, TruthLog
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.network_loss import NetworkLoss
@@ -154,7 +157,8 @@ class DevCloud:
                 f"network namespace per host): run the VM guests (--guests vm)")
         self.metadata = MetadataService(self.backend, self._timers,
                                         config.hang_limit,
-                                        config.metadata_connection_limit)
+                                        config.metadata_connection_limit,
+                                        state / STALL_LOG)
         self.guests = GuestManager(self.backend, state / "guests",
                                    self.metadata.url, config.ssh_user,
                                    config.busybox)

@@ -16,8 +16,13 @@ API_THREADS = 8
 #: scenario threads mean some 800 idle connections; an idle one costs a file
 #: descriptor only.
 API_CONNECTIONS = 2000
-#: An idle API connection is closed after this many seconds.
-API_IDLE_SECONDS = 60
+#: An idle API connection is closed after this many seconds. Longer than a
+#: scenario thread goes without an API call (a baseline wait alone may take a
+#: minute): a close that crosses the client's next request on a reused
+#: connection resets it, and keystoneauth does not retry a reset (seen once
+#: in 200 iterations when this was 60 s). Idle connections cost a descriptor
+#: each, within API_CONNECTIONS.
+API_IDLE_SECONDS = 600
 
 #: Open metadata connections, every guest's endpoint together (held ``hang``
 #: requests included). Past it a new connection gets 503 and is closed, what

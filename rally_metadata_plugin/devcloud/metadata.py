@@ -33,6 +33,7 @@ import logging
 import random
 import socket
 import threading
+from pathlib import Path
 from typing import Callable, Hashable, Iterable
 
 from aiohttp import web
@@ -51,6 +52,12 @@ LOG = logging.getLogger(__name__)
 OPENSTACK_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15",
                       "2016-06-30", "2016-10-06", "2017-02-22", "2018-08-27",
                       "2020-10-14", "latest")
+#: Seconds the event loop may run late before it counts as a stall: a probe
+#: bounded at 1 s fails on a stall of about that length.
+STALL_SECONDS = 0.5
+#: The state directory's file of stalls (see :meth:`MetadataService._stalled`).
+STALL_LOG = "metadata-stalls.jsonl"
+
 EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10",
                 "2007-12-15", "2008-02-01", "2008-09-01", "2009-04-04",
                 "latest")
@@ -466,12 +473,17 @@ class MetadataService:
 
     def __init__(self, backend: CloudBackend, scheduler: TimerThread,
                  hang_limit: float = 30.0,
-                 max_connections: int = limits.METADATA_CONNECTIONS) -> None:
+                 max_connections: int = limits.METADATA_CONNECTIONS,
+                 stall_log: Path | None = None) -> None:
         self.backend = backend
         self._scheduler = scheduler
         self.hang_limit = hang_limit
         self.max_connections = max_connections
         self.events = serving.EventLoopThread("devcloud-metadata")
+        #: (CLOCK_BOOTTIME start, seconds) of every stall, in the loop's order
+        self.stalls: list[tuple[float, float]] = []
+        self._stall_log = stall_log
+        self.events.watch_stalls(STALL_SECONDS, self._stalled)
         self._pool = _PortPool()
         self._endpoints: dict[str, MetadataEndpoint] = {}
         self._lock = threading.Lock()
@@ -566,6 +578,20 @@ class MetadataService:
             LOG.warning("metadata endpoints not closed in time: %r", e)
         finally:
             self.events.stop(timeout=2.0)
+
+    def _stalled(self, seconds: float) -> None:
+        """The loop answered nothing for ``seconds``: a guest's probe that
+        failed then measured this machine's overload, not the cloud model,
+        so it is said (the log, and ``stall_log`` as JSON lines)."""
+        start = boottime.now() - seconds
+        LOG.warning("metadata service stalled for %.1f s: this process was short of CPU or "
+                    "of the interpreter lock; guests' probes in that time may fail on it",
+                    seconds)
+        if self._stall_log is not None:
+            with self._stall_log.open("a") as f:
+                f.write(json.dumps({"start": round(start, 3),
+                                    "seconds": round(seconds, 3)}) + "\n")
+        self.stalls.append((start, seconds))
 
     # requests, in the event loop
 

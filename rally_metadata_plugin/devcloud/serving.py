@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import resource
 import threading
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from waitress import wasyncore
@@ -121,6 +122,25 @@ class EventLoopThread:
             self.loop.run_until_complete(
                 asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
+
+    def watch_stalls(self, threshold: float, report: Callable[[float], None],
+                     period: float = 0.1) -> None:
+        """Call ``report(seconds)`` in the loop each time it ran a beat
+        scheduled every ``period`` seconds ``threshold`` seconds or more
+        late: for that long, nothing the loop serves was answered.
+
+        A stalled loop is not busy: in the devcloud it is one thread of a
+        Python process with hundreds, and it waits for the interpreter lock
+        (or the process for a CPU) while the others work.
+        """
+        def beat(due: float) -> None:
+            now = time.monotonic()
+            if now - due >= threshold:
+                report(now - due)
+            self.loop.call_at(now + period, beat, now + period)
+
+        self.loop.call_soon_threadsafe(
+            lambda: beat(time.monotonic()))
 
     @property
     def in_loop(self) -> bool:

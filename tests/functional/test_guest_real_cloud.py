@@ -115,6 +115,11 @@ BROKEN_TIMEOUT = """#!{busybox} sh
 echo "timeout: applet not found" >&2
 exit 127
 """
+#: ``true`` in a guest starved of CPU: it takes well over a second to run.
+SLOW_TRUE = """#!{busybox} sh
+{busybox} sleep 1.5
+exit 0
+"""
 #: A busybox wget build that crashes on -T (so the meter bounds it with timeout).
 WGET_CRASHING_ON_T = """#!{busybox} sh
 for arg; do [ "$arg" = -T ] && kill -SEGV $$; done
@@ -171,6 +176,25 @@ def test_no_usable_timeout_is_fatal(make_guest):
     log = analysis.parse_log(guest.log_text(settings))
     assert log.fatal is not None and log.fatal.startswith("no-probe-bound"), log
     assert log.records == ()
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_a_starved_guest_still_finds_its_timeout(make_server, make_guest, expect_text, shell):
+    """The start-up check asks which syntax timeout takes: a guest so loaded that true
+    takes 1.5 s (seen with 200 process guests on 2 cores) must not be told it has none."""
+    server = make_server(expect_text + "\n")
+    guest = make_guest(shell, ("wget",))
+    skip_where_applets_come_first(shell, "a slow true run by timeout", SHIM_BYPASSED)
+    install_shim(guest, "wget", WGET_CRASHING_ON_T)
+    install_shim(guest, "true", SLOW_TRUE)
+    assert guest.sh("timeout 1 true", check=False).returncode != 0  # the load, as it was seen
+    settings = guest.settings(url=server.url(), expect=expect_text, tool="wget", interval=0.1,
+                              duration=1.0)
+    result = guest.run_foreground(settings, timeout=20)
+    assert result.returncode == 0, result
+    log = analysis.parse_log(guest.log_text(settings))
+    assert log.fatal is None, log
+    assert len(log.records) >= 5 and {r.reason for r in log.records} == {"ok"}, log
 
 
 # -- one meter per workdir ---------------------------------------------------------------

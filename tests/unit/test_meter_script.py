@@ -294,10 +294,11 @@ def test_ipv6_url_is_rendered_in_the_form_each_tool_accepts():
 def test_timeout_guard_detects_the_old_busybox_syntax():
     """busybox < 1.30 (CirrOS 0.5) only takes "timeout -t SECS PROG": try both, modern first."""
     text = script.render_probe_script(ProbeSettings(timeout=2.5, connect_timeout=0.5))
-    modern = text.index('if timeout 1 true >/dev/null 2>&1; then '
+    bound = script.TIMEOUT_CHECK_SECONDS
+    modern = text.index(f'if timeout {bound} true >/dev/null 2>&1; then '
                         'WGET_GUARD="timeout $WGET_TIMEOUT"')
-    old = text.index('elif timeout -t 1 true >/dev/null 2>&1; then '
-                     'WGET_GUARD="timeout -t $WGET_TIMEOUT"')
+    old = text.index(f'elif timeout -t {bound} true >/dev/null 2>&1; then\n'
+                     '            WGET_GUARD="timeout -t $WGET_TIMEOUT"')
     fatal = text.index('event fatal "no-probe-bound ')
     assert modern < old < fatal < text.index('probe "$seq" &')
     assert f"exit {script.EXIT_NO_PROBE_BOUND}\n" in text

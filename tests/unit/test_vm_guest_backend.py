@@ -330,3 +330,14 @@ def test_the_main_command_falls_back_to_the_busybox_on_path_and_says_so(monkeypa
     assert "--busybox" not in main.devcloud_options(process)
     err = capsys.readouterr().err
     assert "needs apt-get" in err and "busybox on PATH" in err
+
+
+def test_the_main_command_warns_when_the_metadata_service_stalled(tmp_path):
+    main = _main_command()
+    assert main.stalls_warning(tmp_path) is None          # no file: none
+    (tmp_path / "metadata-stalls.jsonl").write_text(
+        '{"start": 1.0, "seconds": 0.6}\n{"start": 9.0, "seconds": 2.3}\n')
+    warning = main.stalls_warning(tmp_path)
+    assert warning.startswith("WARNING: the devcloud's metadata service stalled 2 time(s)")
+    assert "longest 2.3 s, 2.9 s in all" in warning
+    assert "not the cloud model" in warning

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from rally_metadata_plugin.devcloud.config import DevCloudConfig
+from rally_metadata_plugin.devcloud.metadata import STALL_LOG
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.profiles import Profile
 from rally_metadata_plugin.devcloud.timers import TimerThread
@@ -79,7 +80,8 @@ class VmBackend:
                  self.probe_boot_seconds)
         self.metadata = VmMetadataService(self._backend, self.network,
                                           self._timers, config.hang_limit,
-                                          config.metadata_connection_limit)
+                                          config.metadata_connection_limit,
+                                          self._state / STALL_LOG)
         self.guests = VmGuests(
             self._backend, self.network, self.metadata, guest_image,
             VmSettings(self.accel, config.vm_memory_mb,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from pathlib import Path
 
 from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import limits
@@ -64,11 +65,12 @@ class VmMetadataService:
 
     def __init__(self, backend: CloudBackend, network: HostNetwork,
                  scheduler: TimerThread, hang_limit: float = 30.0,
-                 max_connections: int = limits.METADATA_CONNECTIONS) -> None:
+                 max_connections: int = limits.METADATA_CONNECTIONS,
+                 stall_log: Path | None = None) -> None:
         self._network = network
         self._scheduler = scheduler
         self._service = MetadataService(backend, scheduler, hang_limit,
-                                        max_connections)
+                                        max_connections, stall_log)
         self._taps: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
