@@ -22,6 +22,11 @@ from rally_metadata_plugin.devcloud.procfs import proc_state
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _as_from_a_terminal() -> None:
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _serve(state: Path, *extra: str) -> tuple[subprocess.Popen, dict, float]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
@@ -31,9 +36,10 @@ def _serve(state: Path, *extra: str) -> tuple[subprocess.Popen, dict, float]:
          "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         # as started from a terminal: a test session run in the background
-        # (`pytest &` in a script) ignores SIGINT, and so would its children,
-        # on purpose (see lifetime.handle_stop_signals)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # (`pytest &` in a script) ignores SIGINT, one run under nohup
+        # SIGHUP, and so would its children, on purpose (see
+        # lifetime.handle_stop_signals)
+        preexec_fn=_as_from_a_terminal)
     line = proc.stdout.readline()
     elapsed = time.monotonic() - started
     assert line, proc.stderr.read()
