@@ -320,7 +320,19 @@ class GuestMeter:
                           attempts=RETRY_ATTEMPTS if retry else 1,
                           attempt_timeout=script.STOP_GRACE_SECONDS + self.retry_timeout)
         self.final_log = reply.out
+        self._remove_files()
         return reply.out
+
+    def _remove_files(self) -> None:
+        """Remove the meter's files from the guest, once its log is read: one
+        attempt, and a failure is only a warning (the guest lost a few
+        kilobytes of /tmp, not a measurement)."""
+        try:
+            self._run(script.cleanup_command(self.settings), attempts=1,
+                      attempt_timeout=self.retry_timeout)
+        except Exception as e:
+            LOG.warning("Could not remove the meter's files from %s: %s",
+                        self.settings.workdir, e)
 
     # -- reading ------------------------------------------------------------
 

@@ -493,6 +493,19 @@ def stop_command(settings: ProbeSettings) -> str:
     )
 
 
+def cleanup_command(settings: ProbeSettings) -> str:
+    """Remove the meter's own files from its workdir, then the workdir if that
+    left it empty: for after :func:`stop_command` printed the log.  A log or
+    pid file placed outside the workdir, and anything else in it, stay."""
+    q = shlex.quote
+    files = [settings.script_path, settings.fast_flag_path]
+    files += [] if settings.log else [settings.log_path]
+    files += [] if settings.pidfile else [settings.pid_path]
+    workdir = q(settings.workdir)
+    return (f"rm -f {' '.join(map(q, files))} {workdir}/probe.*; "
+            f"rmdir {workdir} 2>/dev/null; true")
+
+
 def read_log_command(settings: ProbeSettings) -> str:
     """Print the whole log while the meter keeps running (uptime on the first line).
 

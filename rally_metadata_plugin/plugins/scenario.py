@@ -266,7 +266,9 @@ class BootAndLiveMigrate(vm_utils.VMScenario):
         :param workdir: absolute directory in the guest for the meter's script,
             log and pid file (writable by username, room for the log);
             None means /tmp/rally-metadata-meter-<first 8 characters of the
-            server id>; one meter at a time per directory
+            server id>; one meter at a time per directory; once its log is
+            read, the meter's files are removed, and the directory if that
+            leaves it empty
         :param baseline_probes: good probes in a row needed before the first
             migration (waits up to [metadata_meter] baseline_timeout seconds)
         :param recovery_probes: good probes in a row after nova finished that

@@ -65,6 +65,12 @@ def assert_nothing_left_behind(out: pathlib.Path) -> None:
     assert all(not ids for ids in leftovers["resources"].values()), leftovers["resources"]
     assert leftovers["processes_of_deleted_servers"] == {}
     assert leftovers["processes_after_stop"] == {}
+    # the process guests' /tmp is this machine's: every meter took its files with it
+    homes = out / "devcloud" / "guests"
+    servers = sorted(home.name for home in homes.iterdir()) if homes.is_dir() else []
+    left = [path for server in servers
+            if (path := pathlib.Path(f"/tmp/rally-metadata-meter-{server[:8]}")).exists()]
+    assert left == [], left
 
 
 def observable_downtime(record: dict) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from rally_metadata_plugin.core import probe_script
 
 
 def command_kind(cmd: str) -> str:
-    """install, start, stop, read, fast-on, fast-off or uptime."""
+    """install, start, stop, cleanup, read, fast-on, fast-off or uptime."""
     if cmd.startswith("mkdir"):
         return "install"
     if "setsid" in cmd:
@@ -22,6 +22,8 @@ def command_kind(cmd: str) -> str:
         return "read"
     if cmd.startswith(": >"):
         return "fast-on"  # possibly followed by a clock sample
+    if cmd.startswith("rm -f") and "rmdir" in cmd:
+        return "cleanup"
     if cmd.startswith("rm -f"):
         return "fast-off"
     return "uptime"

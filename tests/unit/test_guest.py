@@ -216,7 +216,8 @@ class ScriptedSSH:
                       "read": (0, "100.00 5.00\n#start 99.9 v=1\n1 99.9 99.91 P ok\n", ""),
                       "stop": (0, "#start 99.9 v=1\n#stop 100.5 signal\n", ""),
                       "uptime": (0, "100.00 5.00\n", ""),
-                      "fast-on": (0, "100.00 5.00\n", ""), "fast-off": (0, "", "")}
+                      "fast-on": (0, "100.00 5.00\n", ""), "fast-off": (0, "", ""),
+                      "cleanup": (0, "", "")}
         self.rules.update(rules)
         #: The meter state line of poll answers (see guest_commands.poll_answer).
         self.meter = "alive 4242"
@@ -258,7 +259,7 @@ def test_missing_pid_is_explained_and_meter_still_stopped():
     with pytest.raises(guest.GuestError, match="did not start"):
         with scripted_meter(ssh) as meter:
             meter.start()
-    assert ssh.ran[-1] == "stop"
+    assert ssh.ran[-2:] == ["stop", "cleanup"]
     ssh.close.assert_called_once()
 
 
@@ -276,7 +277,7 @@ def test_no_first_record_times_out():
     with pytest.raises(guest.GuestError, match="wrote no probe record"):
         with scripted_meter(ssh) as meter:
             meter.start()
-    assert ssh.ran[-1] == "stop"
+    assert ssh.ran[-2:] == ["stop", "cleanup"]
 
 
 def test_failing_stop_does_not_hide_the_original_error_and_ssh_is_closed():
@@ -456,11 +457,30 @@ def test_second_meter_in_the_same_workdir_is_refused(service, tmp_path):
         time.sleep(0.2)
         assert len(first.read().log.records) > grown
         first.stop()
-    # A pid file left by a meter that is gone does not block a new one.
+    # A clean stop takes the meter's files, and its workdir, with it.
+    assert not os.path.exists(settings.workdir)
+    # A pid file left by a meter that is gone (killed, never stopped) does not
+    # block a new one.
+    os.makedirs(settings.workdir)
     with open(settings.pid_path, "w") as pidfile:
         pidfile.write(f"{pid}\n")
     with meter_for(LocalShell(), settings) as third:
         assert third.start() != pid
+
+
+def test_a_stop_leaves_what_the_meter_did_not_write(service, tmp_path):
+    """A workdir the user named may hold their own files: only the meter's go."""
+    settings = settings_for(service, tmp_path)
+    os.makedirs(settings.workdir)
+    notes = os.path.join(settings.workdir, "notes.txt")
+    with open(notes, "w") as f:
+        f.write("mine\n")
+    with meter_for(LocalShell(), settings) as meter:
+        meter.start()
+        time.sleep(0.2)
+        log = meter.stop()
+    assert "#stop" in log
+    assert sorted(os.listdir(settings.workdir)) == ["notes.txt"]
 
 
 # -- incremental reads ------------------------------------------------------------------
@@ -645,8 +665,18 @@ def test_every_repeatable_command_reconnects_and_retries(kind, call):
     ssh = ScriptedSSH()
     ssh.rules[kind] = once(OSError("connection reset by peer"), ssh.rules[kind])
     call(scripted_meter(ssh))
-    assert ssh.ran == [kind, kind]
+    # once the log is read, the meter's files go (one attempt, see below)
+    assert ssh.ran == [kind, kind] + (["cleanup"] if kind == "stop" else [])
     ssh.close.assert_called_once()  # the reconnect
+
+
+def test_the_meter_files_go_once_the_log_is_read_and_a_failure_there_is_only_a_warning(
+        caplog):
+    ssh = ScriptedSSH(cleanup=OSError("connection reset by peer"))
+    meter = scripted_meter(ssh)
+    assert meter.stop() == "#start 99.9 v=1\n#stop 100.5 signal\n"
+    assert ssh.ran == ["stop", "cleanup"]        # not retried
+    assert "Could not remove the meter's files from /tmp/rally-metadata-meter" in caplog.text
 
 
 def test_a_connection_that_stays_down_gives_up_after_a_few_attempts():
@@ -679,7 +709,7 @@ def test_each_attempt_is_capped_not_the_whole_command_timeout():
     meter.set_fast(False)
     meter.stop()
     assert {kind for kind, _ in ssh.timeouts} == {"read", "fast-on", "uptime", "fast-off",
-                                                  "stop"}
+                                                  "stop", "cleanup"}
     for kind, timeout in ssh.timeouts:
         limit = 2 + script.STOP_GRACE_SECONDS if kind == "stop" else 2
         assert timeout <= limit, (kind, timeout)

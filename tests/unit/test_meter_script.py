@@ -211,6 +211,7 @@ def commands(settings):
         "install": script.install_command(settings),
         "start": script.start_command(settings),
         "stop": script.stop_command(settings),
+        "cleanup": script.cleanup_command(settings),
         "read": script.read_log_command(settings),
         "poll": script.poll_command(settings, 0),
         "poll_later": script.poll_command(settings, 12345),
@@ -227,6 +228,18 @@ def test_commands_are_one_line_and_parse(shell, workdir):
         result = subprocess.run([*shell_argv(shell), "-n", "-c", command],
                                 capture_output=True, text=True, timeout=10)
         assert result.returncode == 0, (name, result.stderr)
+
+
+def test_cleanup_command_removes_only_the_meters_own_files():
+    default = script.cleanup_command(ProbeSettings(workdir="/tmp/m"))
+    assert default == ("rm -f /tmp/m/meter.sh /tmp/m/fast /tmp/m/meter.log /tmp/m/meter.pid "
+                       "/tmp/m/probe.*; rmdir /tmp/m 2>/dev/null; true")
+    # a log or pid file the user placed elsewhere is theirs to keep
+    placed = script.cleanup_command(ProbeSettings(workdir="/tmp/m", log="/var/log/m.log",
+                                                  pidfile="/run/m.pid"))
+    assert "m.log" not in placed and "m.pid" not in placed
+    # never a recursive removal: the workdir goes only when nothing else is in it
+    assert "-r" not in default
 
 
 def test_stop_command_signals_the_process_group_portably():
