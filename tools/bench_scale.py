@@ -43,7 +43,7 @@ import threading
 import time
 
 from rally_metadata_plugin.devcloud import lifetime, procfs
-from rally_metadata_plugin.devcloud.metadata import STALL_LOG
+from rally_metadata_plugin.devcloud.metadata import read_stalls
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASK = ROOT / "tools" / "devcloud_task.py"
@@ -130,11 +130,7 @@ class CpuSampler(threading.Thread):
 def outcome(out: pathlib.Path) -> dict:
     """Iterations, errors, SLA and migrations from the run's results.json,
     and the devcloud's metadata stalls."""
-    try:
-        stalls = [json.loads(line)["seconds"] for line in
-                  (out / "devcloud" / STALL_LOG).read_text().splitlines() if line]
-    except (OSError, ValueError, KeyError):
-        stalls = []
+    stalls = read_stalls(out / "devcloud")
     found = {"iterations": 0, "errors": 0, "sla": "?", "migrations": 0,
              "stalls": len(stalls), "longest_stall": max(stalls, default=0.0)}
     try:

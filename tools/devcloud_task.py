@@ -592,16 +592,12 @@ def write_reports(rally: IsolatedRally, uuid: str, out: pathlib.Path,
 def stalls_warning(state_dir: pathlib.Path) -> Optional[str]:
     """A sentence on the devcloud's metadata stalls (``metadata-stalls.jsonl``
     in its state directory), or None when there were none."""
-    from rally_metadata_plugin.devcloud.metadata import STALL_LOG
-    path = state_dir / STALL_LOG
-    try:
-        stalls = [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from rally_metadata_plugin.devcloud.metadata import STALL_SECONDS, read_stalls
+    stalls = read_stalls(state_dir)
     if not stalls:
         return None
     return (f"WARNING: the devcloud's metadata service stalled {len(stalls)} time(s) for "
-            f"half a second or more (longest {max(stalls):.1f} s, {sum(stalls):.1f} s in all): "
+            f"{STALL_SECONDS:g} s or more (longest {max(stalls):.1f} s, {sum(stalls):.1f} s in all): "
             f"this machine was overloaded, and guests' probes that failed then measured it, "
             f"not the cloud model; run fewer guests at once or probe less often (README, "
             f"\"Under load\")")

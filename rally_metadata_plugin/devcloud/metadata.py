@@ -52,15 +52,25 @@ LOG = logging.getLogger(__name__)
 OPENSTACK_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15",
                       "2016-06-30", "2016-10-06", "2017-02-22", "2018-08-27",
                       "2020-10-14", "latest")
+EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10",
+                "2007-12-15", "2008-02-01", "2008-09-01", "2009-04-04",
+                "latest")
+
 #: Seconds the event loop may run late before it counts as a stall: a probe
 #: bounded at 1 s fails on a stall of about that length.
 STALL_SECONDS = 0.5
 #: The state directory's file of stalls (see :meth:`MetadataService._stalled`).
 STALL_LOG = "metadata-stalls.jsonl"
 
-EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10",
-                "2007-12-15", "2008-02-01", "2008-09-01", "2009-04-04",
-                "latest")
+
+def read_stalls(state_dir: Path) -> list[float]:
+    """The seconds of each stall in ``state_dir``'s :data:`STALL_LOG` (none
+    when it is missing or unreadable)."""
+    try:
+        return [float(json.loads(line)["seconds"])
+                for line in (state_dir / STALL_LOG).read_text().splitlines() if line]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 # -- documents -------------------------------------------------------------------
