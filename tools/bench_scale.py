@@ -18,8 +18,8 @@ Each run is the README's main command (``tools/devcloud_task.py``) with
 
 Printed side by side per run: exit status, iterations with errors, SLA
 verdict, migrations measured, wall time, and CPU seconds of the devcloud
-process (the simulated control plane: APIs, metadata, SSH, migrations), of
-the guests (their shells and every probe), and of Rally (the controller
+process (the simulated control plane: APIs, SSH, migrations), of its
+metadata server process, of the guests (their shells and every probe), and of Rally (the controller
 driving the task), with the devcloud's and Rally's per guest. CPU figures
 come from sampling ``/proc`` every 0.5 s (the last half second before a
 process exits is missed) and the guests' from their shells' own and reaped
@@ -111,6 +111,8 @@ class CpuSampler(threading.Thread):
             if any("devcloud.cli" in a or a.endswith("rally-metadata-devcloud")
                    for a in argv[:3]):
                 seen.append((pid, "devcloud", cpu_seconds(pid)))
+            elif any(a.endswith("devcloud.metadata_server") for a in argv[:3]):
+                seen.append((pid, "metadata", cpu_seconds(pid)))
             elif any(os.path.basename(a) == "rally" for a in argv[:2]):
                 seen.append((pid, "rally", cpu_seconds(pid)))
         for pids in lifetime.guest_processes(self.guests_root).values():
@@ -121,7 +123,7 @@ class CpuSampler(threading.Thread):
                 self.last[pid] = (kind, seconds)
 
     def totals(self) -> dict[str, float]:
-        totals = {"devcloud": 0.0, "guest": 0.0, "rally": 0.0}
+        totals = {"devcloud": 0.0, "metadata": 0.0, "guest": 0.0, "rally": 0.0}
         for kind, seconds in self.last.values():
             totals[kind] += seconds
         return totals
@@ -185,7 +187,7 @@ def run(rate: str, guests: int, migrations: int, out_root: pathlib.Path,
 def table(rows: list[dict]) -> str:
     header = (f"{'probes':>8} {'guests':>6} {'exit':>5} {'errors':>7} {'SLA':>4} "
               f"{'migr.':>6} {'wall s':>7} {'devcloud s':>10} {'/guest':>7} "
-              f"{'guests s':>9} {'rally s':>8} {'/guest':>7} {'total s':>8} "
+              f"{'metadata s':>10} {'guests s':>9} {'rally s':>8} {'/guest':>7} {'total s':>8} "
               f"{'stalls':>6} {'longest':>7}")
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -195,7 +197,7 @@ def table(rows: list[dict]) -> str:
             f"{r['rate']:>8} {n:>6} {str(r['status']):>5} "
             f"{r['errors']:>3}/{r['iterations']:<3} {r['sla']:>4} "
             f"{r['migrations']:>6} {r['wall']:>7.1f} {cpu['devcloud']:>10.1f} "
-            f"{cpu['devcloud'] / n:>7.2f} {cpu['guest']:>9.1f} "
+            f"{cpu['devcloud'] / n:>7.2f} {cpu['metadata']:>10.1f} {cpu['guest']:>9.1f} "
             f"{cpu['rally']:>8.1f} {cpu['rally'] / n:>7.2f} {r['cpu_total']:>8.1f} "
             f"{r['stalls']:>6} {r['longest_stall']:>7.1f}")
     return "\n".join(lines)

@@ -155,8 +155,7 @@ class DevCloud:
                 f"profile {self.profile.name}: the process guests cannot "
                 f"inject {', '.join(map(str, netns_kinds))} (it needs a "
                 f"network namespace per host): run the VM guests (--guests vm)")
-        self.metadata = MetadataService(self.backend, self._timers,
-                                        config.hang_limit,
+        self.metadata = MetadataService(self.backend, config.hang_limit,
                                         config.metadata_connection_limit,
                                         state / STALL_LOG)
         self.guests = GuestManager(self.backend, state / "guests",

@@ -4,16 +4,20 @@ A guest's ``http_proxy`` points at its own endpoint, ``127.0.0.1:<port>``,
 allocated at boot and stable for the server's lifetime (a running meter keeps
 its environment across migrations). Requests for ``http://169.254.169.254/...``
 therefore arrive in absolute form; aiohttp turns them into an ordinary
-path. Direct requests (``GET /latest/...``) are served the same. Every
-endpoint is served by one asyncio event loop in one thread, however many
-guests and held connections there are; past ``METADATA_CONNECTIONS`` open
-connections (:mod:`.limits`) a new one is answered 503. The VM guests' hosts
-(:mod:`.vm.metadata`) serve their listeners the same way.
+path. Direct requests (``GET /latest/...``) are served the same. The VM
+guests' hosts (:mod:`.vm.metadata`) have a listener per guest instead.
+
+Every endpoint is served by one asyncio event loop in a process of its own,
+:mod:`.metadata_server`, however many guests and held connections there are;
+past ``METADATA_CONNECTIONS`` open connections (:mod:`.limits`) a new one is
+answered 503. :class:`MetadataService` is the devcloud's side of it: it
+tells the server process what the model decides. This module also has what
+both sides share: the documents, and :func:`answer`.
 
 Each request is answered as served by the server's *current* host, applying
 the fault state at the instant it arrived (see
-:meth:`~.model.migrations.LiveMigrationBackend.metadata_view`); the kinds are
-those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
+:class:`~.model.outages.MetadataReplica`); the kinds are those of
+:class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 
 * ``refused``: the endpoint's listening socket is closed for the outage, so
   connects fail with ECONNREFUSED; it is reopened on the same port after.
@@ -25,27 +29,26 @@ those of :class:`~rally_metadata_plugin.core.faults.FaultKind` but ``drop``:
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import logging
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
-from typing import Callable, Hashable, Iterable
-
-from aiohttp import web
+from typing import Iterable
 
 from rally_metadata_plugin.core.faults import FaultKind
-from rally_metadata_plugin.devcloud import boottime, limits
+from rally_metadata_plugin.devcloud import limits, metadata_channel
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.outages import (
     InstanceIdentity, MetadataView, Outage)
-from rally_metadata_plugin.devcloud import serving
-from rally_metadata_plugin.devcloud.timers import TimerThread
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10",
 #: Seconds the event loop may run late before it counts as a stall: a probe
 #: bounded at 1 s fails on a stall of about that length.
 STALL_SECONDS = 0.5
-#: The state directory's file of stalls (see :meth:`MetadataService._stalled`).
+#: The state directory's file of stalls (see :meth:`.metadata_server.MetadataServer._stalled`).
 STALL_LOG = "metadata-stalls.jsonl"
 
 
@@ -202,48 +205,7 @@ def answer(view: MetadataView | None, host: str, path: str) -> Answer:
 
 
 
-# -- endpoints --------------------------------------------------------------------
-
-_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\n"
-               b"Content-Type: text/plain\r\nContent-Length: 37\r\n"
-               b"Connection: close\r\n\r\n"
-               b"devcloud metadata service overloaded\n")
-
-
-class _Overloaded(asyncio.Protocol):
-    """A connection past the service's limit: 503, then closed.
-
-    The answer goes first, then a FIN; the connection is closed once the
-    client has closed its side (or after a second). Closing with the
-    client's request still unread would send an RST, which can reach the
-    client before the 503 does.
-    """
-
-    _deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport) -> None:
-        try:
-            transport.write(_OVERLOADED)
-            transport.write_eof()
-        except OSError:
-            # the client left before it was accepted (a loaded service
-            # accepts late): nothing to answer; logging each one's
-            # traceback is what an overload can least afford
-            transport.abort()
-            return
-        self._deadline = asyncio.get_running_loop().call_later(
-            1.0, transport.abort)
-
-    def data_received(self, data: bytes) -> None:
-        pass                # the request, unread
-
-    def eof_received(self) -> bool:
-        return False        # close the transport
-
-    def connection_lost(self, exc) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-
+# -- the devcloud's side ------------------------------------------------------------
 
 class _PortPool:
     """Ports for metadata endpoints, below the ephemeral range.
@@ -299,366 +261,188 @@ def bound_socket(port: int) -> socket.socket:
     return sock
 
 
-class _CountingServer(web.Server):
-    """aiohttp's server, counting its open connections into the service's
-    total: every accept checks that total, and summing the endpoints' own
-    counts there would cost as much as there are guests."""
-
-    def __init__(self, service: "MetadataService", *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._service = service
-        self._counted: set = set()
-
-    def connection_made(self, handler, transport) -> None:
-        super().connection_made(handler, transport)
-        if handler not in self._counted:
-            self._counted.add(handler)
-            self._service.open_connections += 1
-
-    def connection_lost(self, handler, exc=None) -> None:
-        if handler in self._counted:
-            self._counted.discard(handler)
-            self._service.open_connections -= 1
-        super().connection_lost(handler, exc)
-
-
-class MetadataEndpoint:
-    """One server's metadata listener.
-
-    A process guest's is ``127.0.0.1:<port>`` and answers as the server's
-    current host (``host`` None); a VM guest's is a socket in one compute
-    host's namespace (see :mod:`.vm.metadata`) and answers as that host.
-    ``bind`` makes a new listening socket, the same one again, after a
-    ``refused`` outage closed it.
-
-    Its state belongs to the service's event loop; other threads change it
-    through :meth:`reconcile` and :meth:`close_for_good`.
-    """
-
-    def __init__(self, service: "MetadataService", server_id: str,
-                 sock: socket.socket | None,
-                 bind: Callable[[], socket.socket],
-                 host: str | None = None) -> None:
-        self._service = service
-        self.server_id = server_id
-        self.host = host
-        self._bind = bind
-        self.port = sock.getsockname()[1] if sock is not None else None
-        self._unused: socket.socket | None = sock   # bound, not yet served
-        self._listener: asyncio.AbstractServer | None = None
-        self._http = _CountingServer(service, self._handle,
-                                     handler_cancellation=True,
-                                     keepalive_timeout=limits.METADATA_IDLE_SECONDS,
-                                     access_log=None, loop=service.events.loop)
-        self._gone: asyncio.Event | None = None     # created in the loop
-        self._switching = asyncio.Lock()
-        self.closed_for_good = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def listening(self) -> bool:
-        return self._listener is not None
-
-    def reconcile(self) -> concurrent.futures.Future:
-        """Listen unless deleted or inside a ``refused`` outage.
-
-        Decided and done in the event loop, soon; the caller does not wait
-        (the returned future says when it is done). Callers include API
-        threads that may hold the model's lock, which the loop needs to
-        answer requests: waiting here would deadlock, and under load an API
-        call must not stall on the metadata service anyway.
-        """
-        return asyncio.run_coroutine_threadsafe(self._reconcile(),
-                                                self._service.events.loop)
-
-    async def _reconcile(self) -> None:
-        # one at a time, deciding inside: opening awaits, and two reconciles
-        # interleaved there would bind the port twice (one listener leaked,
-        # the port lost for good) or apply a stale decision last
-        async with self._switching:
-            refused = self._service.backend.migrations.refused_at(
-                self.server_id, boottime.now())
-            if self.closed_for_good or refused:
-                self._close()
-                if not self.closed_for_good:
-                    await self._prepare_reopen()
-            else:
-                await self._open()
-
-    async def _prepare_reopen(self) -> None:
-        """Bind the next listening socket now, while refused: a bound socket
-        that does not listen refuses connects all the same, and the end of
-        the outage then costs only ``listen`` (a VM host's bind takes a
-        thread that joins its namespace: late under load, it would stretch
-        the outage past the truth's end)."""
-        if self._unused is not None:
-            return
-        try:
-            sock = await self._service.events.loop.run_in_executor(None, self._bind)
-        except OSError:
-            return                      # _open tries again
-        if self.closed_for_good or self._unused is not None:
-            sock.close()
-        else:
-            self._unused = sock
-
-    async def _open(self) -> None:
-        if self._listener is not None:
-            return
-        sock, self._unused = self._unused, None
-        loop = self._service.events.loop
-        for attempt in range(50):
-            try:
-                if sock is None:
-                    # in a thread: a VM host's socket is made in its namespace
-                    sock = await loop.run_in_executor(None, self._bind)
-                self._listener = await loop.create_server(
-                    self._protocol, sock=sock, backlog=128)
-                if self.closed_for_good:    # deleted while it opened
-                    self._close()
-                return
-            except OSError as e:
-                if sock is not None:
-                    sock.close()
-                    sock = None
-                if attempt == 49:
-                    LOG.error("metadata %s on %s: cannot listen: %s",
-                              self.server_id, self.host or "its port", e)
-                    return
-                await asyncio.sleep(0.01)
-
-    def _close(self) -> None:
-        # closes the listening socket at once: new connects are refused
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-
-    def close_for_good(self) -> None:
-        """Stop listening for good, soon (see :meth:`reconcile`)."""
-        self._service.events.loop.call_soon_threadsafe(self._close_for_good)
-
-    def _close_for_good(self) -> None:
-        self.closed_for_good = True
-        self._close()
-        if self._unused is not None:
-            self._unused.close()
-            self._unused = None
-        if self._gone is not None:
-            self._gone.set()        # held requests end, unanswered
-        for handler in self._http.connections:
-            handler.force_close()
-
-    def _protocol(self) -> asyncio.BaseProtocol:
-        if self._service.full():
-            self._service.overloaded_answers += 1
-            return _Overloaded()
-        return self._http()
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        return await self._service.handle(self, request)
-
-    async def held_until_gone(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the endpoint closes for good (the
-        client leaving cancels the request's task)."""
-        if self._gone is None:
-            self._gone = asyncio.Event()
-        if self.closed_for_good:
-            return
-        try:
-            await asyncio.wait_for(self._gone.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-
 class MetadataService:
-    """All metadata endpoints; implements :class:`~.model.backend.CloudListener`.
+    """The devcloud's side of the metadata server process; implements
+    :class:`~.model.backend.CloudListener` for the process guests.
 
-    Every endpoint is served by one asyncio event loop in one thread
-    (:class:`~.serving.EventLoopThread`), whatever the number of guests and
-    of held connections.
+    It starts :mod:`.metadata_server` and tells it, over a
+    :mod:`.metadata_channel`, everything a request's answer depends on: each
+    server's host and identity when it changes, each outage when it is
+    scheduled, and which endpoints to serve. Nothing here waits for the
+    server process but :meth:`sync` and the questions (:meth:`listening`,
+    :meth:`stats`): API threads call in with the model's changes and must
+    not stall on a loaded metadata service.
     """
 
-    def __init__(self, backend: CloudBackend, scheduler: TimerThread,
-                 hang_limit: float = 30.0,
+    def __init__(self, backend: CloudBackend, hang_limit: float = 30.0,
                  max_connections: int = limits.METADATA_CONNECTIONS,
-                 stall_log: Path | None = None) -> None:
+                 stall_log: Path | None = None,
+                 start_timeout: float = 30.0) -> None:
         self.backend = backend
-        self._scheduler = scheduler
-        self.hang_limit = hang_limit
-        self.max_connections = max_connections
-        self.events = serving.EventLoopThread("devcloud-metadata")
-        #: (CLOCK_BOOTTIME start, seconds) of every stall, in the loop's order
-        self.stalls: list[tuple[float, float]] = []
-        self._stall_log = stall_log
-        self.events.watch_stalls(STALL_SECONDS, self._stalled)
         self._pool = _PortPool()
-        self._endpoints: dict[str, MetadataEndpoint] = {}
+        self._ports: dict[str, int] = {}       # process guests' endpoints
         self._lock = threading.Lock()
-        self.overloaded_answers = 0     # 503s for being full, since start
-        self.open_connections = 0       # every endpoint's, kept by the loop
+        self._send_lock = threading.Lock()
+        self._questions: dict[int, concurrent.futures.Future] = {}
+        self._next_question = itertools.count(1)
+        self._stopping = False
+        self._link, theirs = metadata_channel.pair()
+        command = [sys.executable, "-m", "rally_metadata_plugin.devcloud.metadata_server",
+                   "--fd", str(theirs.fileno()), "--hang-limit", str(hang_limit),
+                   "--max-connections", str(max_connections),
+                   "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+        if stall_log is not None:
+            command += ["--stall-log", str(stall_log)]
+        with theirs:
+            # its own session: a Ctrl-C meant for the devcloud must not kill
+            # it before the devcloud's orderly stop; the channel's end, not a
+            # signal, tells it to go
+            self._process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
+                                             stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+        self._reader = threading.Thread(target=self._read_answers,
+                                        name="devcloud-metadata-link", daemon=True)
+        self._reader.start()
+        try:
+            self.sync(start_timeout)
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"the metadata server process did not start: {e!r}") from e
 
-    def endpoint(self, server_id: str) -> MetadataEndpoint:
-        """The process guest's endpoint, created (and opened) on first use."""
-        with self._lock:
-            endpoint = self._endpoints.get(server_id)
-            if endpoint is None:
-                sock = self._pool.bind()
-                port = sock.getsockname()[1]
-                endpoint = MetadataEndpoint(self, server_id, sock,
-                                            lambda: bound_socket(port))
-                self._endpoints[server_id] = endpoint
-        endpoint.reconcile()
-        return endpoint
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
-    def add_endpoint(self, key: Hashable, server_id: str, host: str,
-                     bind: Callable[[], socket.socket]) -> MetadataEndpoint:
-        """Serve ``server_id`` as ``host`` on sockets ``bind`` makes (a VM
-        host's listener), under ``key``; opened soon unless refused."""
-        endpoint = MetadataEndpoint(self, server_id, None, bind, host)
-        with self._lock:
-            old = self._endpoints.get(key)
-            self._endpoints[key] = endpoint
-        if old is not None:
-            old.close_for_good()
-        endpoint.reconcile()
-        return endpoint
+    # what the server process is told
 
-    def find(self, key: Hashable) -> MetadataEndpoint | None:
-        with self._lock:
-            return self._endpoints.get(key)
+    def _tell(self, message: dict, fds: tuple[int, ...] = ()) -> None:
+        with self._send_lock:
+            try:
+                metadata_channel.send(self._link, message, fds)
+            except (metadata_channel.ChannelClosed, OSError) as e:
+                if not self._stopping:
+                    LOG.error("metadata server process unreachable (%s): guests get "
+                              "no metadata changes", e)
 
-    def remove_endpoint(self, key: Hashable) -> None:
-        """Stop serving ``key``'s endpoint (soon, see :meth:`~MetadataEndpoint.reconcile`)."""
-        with self._lock:
-            endpoint = self._endpoints.pop(key, None)
-        if endpoint is not None:
-            endpoint.close_for_good()
+    def update_server(self, server: Server) -> None:
+        """Tell the server process the server's host and identity."""
+        identity = self.backend.migrations.instance_identity(server)
+        self._tell({"op": "server", "id": server.id, "host": server.host,
+                    "identity": metadata_channel.identity_fields(identity)})
+
+    def forget_server(self, server_id: str) -> None:
+        """The server is gone: so are its endpoints and outages."""
+        self._tell({"op": "gone", "id": server_id})
+
+    def add_outage(self, outage: Outage) -> None:
+        """Tell the server process a scheduled outage; it closes and reopens
+        the server's endpoints for a ``refused`` one itself, on time."""
+        self._tell({"op": "outage",
+                    "outage": metadata_channel.outage_fields(outage)})
+
+    def serve(self, key: str, server_id: str, host: str | None, bind: dict,
+              sock: socket.socket | None = None) -> None:
+        """Serve ``server_id`` (as ``host``, or its current host if None) on
+        listening sockets the server process makes as ``bind`` says (see
+        :func:`.metadata_server.binder`), starting with ``sock`` if given;
+        opened soon unless refused. Replaces what ``key`` served."""
+        fds = (sock.fileno(),) if sock is not None else ()
+        self._tell({"op": "serve", "key": key, "server": server_id,
+                    "host": host, "bind": bind}, fds)
+
+    def unserve(self, key: str) -> None:
+        self._tell({"op": "unserve", "key": key})
+
+    # the process guests' endpoints
 
     def url(self, server_id: str) -> str:
-        return self.endpoint(server_id).url
+        """The process guest's endpoint, created on first use."""
+        with self._lock:
+            port = self._ports.get(server_id)
+            if port is not None:
+                return f"http://127.0.0.1:{port}"
+            with self._pool.bind() as sock:     # ours closes once sent
+                port = sock.getsockname()[1]
+                self._ports[server_id] = port
+                self.serve(server_id, server_id, None, {"port": port}, sock)
+        return f"http://127.0.0.1:{port}"
 
     # CloudListener
 
     def server_changed(self, server: Server) -> None:
-        self.endpoint(server.id)
+        self.update_server(server)
+        self.url(server.id)
 
     def server_deleted(self, server: Server) -> None:
+        self.forget_server(server.id)
         with self._lock:
-            endpoint = self._endpoints.pop(server.id, None)
-        if endpoint is not None:
-            endpoint.close_for_good()
-            if endpoint.port is not None:
-                self._pool.release(endpoint.port)
+            port = self._ports.pop(server.id, None)
+        if port is not None:
+            self._pool.release(port)
 
     def outage_added(self, outage: Outage) -> None:
-        if outage.kind != FaultKind.REFUSED:
-            return
-        self.endpoint(outage.server_id)
-        self.follow_refused(outage, outage.server_id)
+        self.add_outage(outage)
 
-    def follow_refused(self, outage: Outage, key: Hashable) -> None:
-        """At the ``refused`` outage's start and end, reconcile the endpoint
-        then under ``key`` (closed, then open again)."""
-        def reconcile() -> None:
-            endpoint = self.find(key)
-            if endpoint is not None:
-                endpoint.reconcile()
+    # questions
 
-        self._scheduler.call_at(outage.start, reconcile)
-        if outage.end is not None:
-            self._scheduler.call_at(outage.end, reconcile)
-
-    def stop(self) -> None:
-        if self.events.loop.is_closed():
-            return                      # stopped already
-        with self._lock:
-            endpoints, self._endpoints = list(self._endpoints.values()), {}
-
-        def close_all() -> None:
-            for endpoint in endpoints:
-                endpoint._close_for_good()
+    def _ask(self, question: str, timeout: float = 10.0, **fields) -> dict:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        number = next(self._next_question)
+        self._questions[number] = future
         try:
-            # one trip to the loop for all of them, and a short one: a stop
-            # must not wait on a busy loop (stopping it drops what is left)
-            self.events.call(close_all, timeout=2.0)
-        except Exception as e:
-            LOG.warning("metadata endpoints not closed in time: %r", e)
+            self._tell({"op": "ask", "id": number, "question": question, **fields})
+            return future.result(timeout)
         finally:
-            self.events.stop(timeout=2.0)
+            self._questions.pop(number, None)
 
-    def _stalled(self, seconds: float) -> None:
-        """The loop answered nothing for ``seconds``: a guest's probe that
-        failed then measured this machine's overload, not the cloud model,
-        so it is said (the log, and ``stall_log`` as JSON lines)."""
-        start = boottime.now() - seconds
-        LOG.warning("metadata service stalled for %.1f s: this process was short of CPU or "
-                    "of the interpreter lock; guests' probes in that time may fail on it",
-                    seconds)
-        if self._stall_log is not None:
-            with self._stall_log.open("a") as f:
-                f.write(json.dumps({"start": round(start, 3),
-                                    "seconds": round(seconds, 3)}) + "\n")
-        self.stalls.append((start, seconds))
+    def _read_answers(self) -> None:
+        while True:
+            try:
+                message, fds = metadata_channel.receive(self._link)
+            except (metadata_channel.ChannelClosed, OSError):
+                break
+            for fd in fds:
+                os.close(fd)
+            future = self._questions.get(message.get("reply"))
+            if future is not None and not future.done():
+                future.set_result(message)
+        for future in list(self._questions.values()):
+            if not future.done():
+                future.set_exception(metadata_channel.ChannelClosed(
+                    "the metadata server process is gone"))
+        if not self._stopping:
+            LOG.error("the metadata server process exited (status %s): guests get no "
+                      "metadata from now on", self._process.poll())
 
-    # requests, in the event loop
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until everything told so far took effect in the server process
+        (listeners opened or closed)."""
+        self._ask("sync", timeout)
 
-    def full(self) -> bool:
-        """Whether the open connections reached ``max_connections`` (asked
-        in the event loop, which owns the count)."""
-        return self.open_connections >= self.max_connections
+    def listening(self, key: str) -> bool:
+        """Whether ``key``'s endpoint listens now (after :meth:`sync`)."""
+        return bool(self._ask("listening", key=key)["listening"])
 
-    async def handle(self, endpoint: MetadataEndpoint,
-                     request: web.BaseRequest) -> web.StreamResponse:
-        arrival = boottime.now()
-        response = self._answer(endpoint, request, arrival)
-        if response is _HOLD:
-            await endpoint.held_until_gone(self.hang_limit)
-            response = None
-        if response is None:
-            return _dropped(request)
-        return response
+    def stats(self) -> dict:
+        """``open_connections``, ``overloaded_answers`` (503s for being full)
+        and ``stalls`` (``[CLOCK_BOOTTIME start, seconds]`` each)."""
+        answer = self._ask("stats")
+        answer.pop("reply", None)
+        return answer
 
-    def _answer(self, endpoint: MetadataEndpoint, request: web.BaseRequest,
-                arrival: float):
-        """The response, None to drop the connection unanswered, or _HOLD
-        to hold it first."""
-        view = self.backend.migrations.metadata_view(endpoint.server_id, arrival)
-        # a process guest's endpoint is its own: it answers as whichever
-        # host the server is on; a VM host's answers as that host
-        host = endpoint.host or (view.host if view else "")
-        result = answer(view, host, request.path)
-        if result.action == "drop":
-            return None
-        if result.action == "hang":
-            return _HOLD
-        return _response(request, host, result.status,
-                         result.content_type, result.body)
-
-
-_HOLD = object()
-
-
-def _response(request: web.BaseRequest, host: str, status: int,
-              content_type: str, body: str) -> web.Response:
-    payload = body.encode() if request.method != "HEAD" else b""
-    # which host served it: handy when reading a failing run
-    return web.Response(status=status, body=payload,
-                        headers={"Content-Type": content_type,
-                                 "X-Devcloud-Host": host})
-
-
-def _dropped(request: web.BaseRequest) -> web.StreamResponse:
-    """Close the connection without a byte of answer.
-
-    aborting the transport sends nothing (an RST, no HTTP), which the
-    client sees as its server vanishing; aiohttp then has nothing to write
-    the returned (never sent) response to.
-    """
-    if request.transport is not None:
-        request.transport.abort()
-    response = web.Response(status=500)
-    response.force_close()
-    return response
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server process (it closes every endpoint). Idempotent."""
+        self._stopping = True
+        try:
+            self._link.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            LOG.warning("metadata server process %d did not stop in %.0f s: killed",
+                        self._process.pid, timeout)
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(timeout)
+        self._link.close()

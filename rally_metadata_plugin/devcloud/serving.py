@@ -9,8 +9,9 @@ Two servers, two shapes, each with a fixed number of threads:
   until connections close;
 * the metadata endpoints (one listener per guest, opened and closed as
   outages come and go, holding connections for ``hang`` outages) share one
-  asyncio event loop in one thread (:class:`EventLoopThread`): a held
-  connection costs a file descriptor, not a thread.
+  asyncio event loop in one thread (:class:`EventLoopThread`) of the
+  metadata server process (:mod:`.metadata_server`): a held connection
+  costs a file descriptor, not a thread.
 
 A thread per connection, as before, grew without limit under load (20,001
 threads and "Too many open files" at 50 guests) instead of slowing down.
@@ -129,9 +130,10 @@ class EventLoopThread:
         scheduled every ``period`` seconds ``threshold`` seconds or more
         late: for that long, nothing the loop serves was answered.
 
-        A stalled loop is not busy: in the devcloud it is one thread of a
-        Python process with hundreds, and it waits for the interpreter lock
-        (or the process for a CPU) while the others work.
+        A stalled loop is not busy: it waits for a CPU, or for the
+        interpreter lock while other threads of its process work (why the
+        metadata endpoints' loop has a process of its own,
+        :mod:`.metadata_server`).
         """
         def beat(due: float) -> None:
             now = time.monotonic()

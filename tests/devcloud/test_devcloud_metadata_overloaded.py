@@ -1,5 +1,5 @@
 """The metadata service past its connection limit: a client that already
-left gets nothing, and no traceback (devcloud/metadata.py _Overloaded)."""
+left gets nothing, and no traceback (devcloud/metadata_server.py _Overloaded)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import logging
 from unittest import mock
 
-from rally_metadata_plugin.devcloud.metadata import _OVERLOADED, _Overloaded
+from rally_metadata_plugin.devcloud.metadata_server import _OVERLOADED, _Overloaded
 
 
 def test_a_client_still_there_gets_503_then_fin():

@@ -6,7 +6,7 @@ ids), the timer thread, one re-entrant lock, and change notification to the
 adapters that follow the model (guests, SSH, metadata service), which
 implement :class:`CloudListener`. Handlers and adapters call the parts
 directly: ``backend.compute.create_server(...)``,
-``backend.migrations.metadata_view(...)``. Nova's services and hosts are in
+``backend.migrations.instance_identity(...)``. Nova's services and hosts are in
 ``backend.services``, its instance actions in ``backend.actions``.
 """
 

@@ -11,10 +11,9 @@ the record's status as nova does: ``accepted`` (pre-checks), ``queued``,
 ``cancelled`` (aborted).
 
 :meth:`~LiveMigrationBackend.switch_over` moves the guest to the destination
-(and schedules the destination's metadata outage, if any). The metadata
-service asks :meth:`~LiveMigrationBackend.metadata_view` what a request
-arriving at some instant gets: the server's identity, or the outage covering
-that instant. All instants are on the devcloud's ``CLOCK_BOOTTIME``
+(and schedules the destination's metadata outage, if any, which the
+metadata service hears of as :meth:`~.backend.CloudListener.outage_added`).
+All instants are on the devcloud's ``CLOCK_BOOTTIME``
 (:mod:`..boottime`).
 """
 

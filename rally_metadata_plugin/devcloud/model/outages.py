@@ -3,8 +3,10 @@ or the outage a live migration scheduled on the destination.
 
 :class:`MetadataOutages` is the part of
 :class:`~.migrations.LiveMigrationBackend` the metadata service asks
-(:meth:`~MetadataOutages.metadata_view`, :meth:`~MetadataOutages.refused_at`);
-all instants are on the devcloud's ``CLOCK_BOOTTIME`` (:mod:`..boottime`).
+(:meth:`~MetadataOutages.instance_identity`, the outages it schedules);
+:class:`MetadataReplica` is the metadata server process's copy of that,
+which answers what a request gets. All instants are on the devcloud's
+``CLOCK_BOOTTIME`` (:mod:`..boottime`).
 """
 
 from __future__ import annotations
@@ -122,21 +124,42 @@ class MetadataOutages:
             self.instance_identity(server), uuid=ghost, name="ghost",
             hostname=f"ghost.{DHCP_DOMAIN}", ec2_id="i-ffffffff")
 
-    def metadata_view(self, server_id: str, at: float) -> MetadataView | None:
-        """What the metadata service of the server's current host answers
-        to a request arriving at ``at`` (None: the server is gone)."""
-        with self._cloud.lock:
-            server = self._cloud.compute.find_server(server_id)
-            if server is None:
-                return None
-            active = [o for o in self.outages.get(server_id, [])
-                      if o.covers(at)]
-            outage = max(active, key=lambda o: o.start) if active else None
-            return MetadataView(server.host, outage,
-                                self.instance_identity(server))
 
-    def refused_at(self, server_id: str, at: float) -> bool:
-        """Whether a ``refused`` outage of the server covers ``at``."""
-        with self._cloud.lock:
-            return any(o.kind == FaultKind.REFUSED and o.covers(at)
-                       for o in self.outages.get(server_id, []))
+class MetadataReplica:
+    """What the metadata server process knows of the model: each server's
+    host and identity, and its outages, as the devcloud sent them (see
+    :mod:`...metadata`); it answers what a request arriving at some instant
+    gets. Pure: the server process owns it, from its event loop."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, tuple[str, InstanceIdentity]] = {}
+        self._outages: dict[str, list[Outage]] = {}
+
+    def server_changed(self, server_id: str, host: str,
+                       identity: InstanceIdentity) -> None:
+        self._servers[server_id] = (host, identity)
+
+    def server_deleted(self, server_id: str) -> None:
+        self._servers.pop(server_id, None)
+        self._outages.pop(server_id, None)
+
+    def outage_added(self, outage: Outage) -> None:
+        self._outages.setdefault(outage.server_id, []).append(outage)
+
+    def view(self, server_id: str, at: float) -> MetadataView | None:
+        """What the service of the server's current host answers to a
+        request arriving at ``at`` (None: the server is gone, or unknown)."""
+        served = self._servers.get(server_id)
+        if served is None:
+            return None
+        host, identity = served
+        active = [o for o in self._outages.get(server_id, []) if o.covers(at)]
+        outage = max(active, key=lambda o: o.start) if active else None
+        return MetadataView(host, outage, identity)
+
+    def refused_at(self, server_id: str, at: float, host: str | None = None) -> bool:
+        """Whether a ``refused`` outage of the server covers ``at`` (on
+        ``host``'s service only, when given)."""
+        return any(o.kind == FaultKind.REFUSED and o.covers(at)
+                   and (host is None or o.host == host)
+                   for o in self._outages.get(server_id, []))

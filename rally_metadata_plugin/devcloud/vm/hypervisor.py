@@ -129,10 +129,13 @@ class VmGuests:
     # -- CloudListener ------------------------------------------------------------
 
     def server_changed(self, server: Server) -> None:
+        # the metadata server's copy first: a guest may ask once it runs
+        self._metadata.server_changed(server)
         if server.status != "BUILD":
             self._work.put(server.id)
 
     def server_deleted(self, server: Server) -> None:
+        self._metadata.server_deleted(server)
         with self._lock:
             instance = self._instances.pop(server.id, None)
         if instance is not None:

@@ -6,11 +6,11 @@ listening socket per guest it hosts, bound to ``169.254.169.254:80`` *and*
 to the guest's tap (``SO_BINDTODEVICE``): the kernel hands each listener
 only its guest's connections, so the instance is known without trusting
 its source address (neutron's proxy trusts network + source IP). The
-sockets are created inside the host's namespace by a thread that joined it
-(:func:`..setns.in_namespace`) and served, like the process guests'
-endpoints, by :class:`..metadata.MetadataService`: one asyncio event loop in
-one thread for every listener and held connection, 503 past its connection
-limit.
+sockets are created inside the host's namespace by a thread of the
+metadata server process that joined it (:func:`..setns.in_namespace`), and
+served, like the process guests' endpoints, by that process
+(:mod:`..metadata_server`): one asyncio event loop for every listener and
+held connection, 503 past its connection limit.
 
 A listener answers only while the model says the instance is on that host,
 so a host never serves an instance it does not hold. The documents come
@@ -38,8 +38,8 @@ from rally_metadata_plugin.core.faults import FaultKind
 from rally_metadata_plugin.devcloud import limits
 from rally_metadata_plugin.devcloud.metadata import MetadataService
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
+from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.outages import Outage
-from rally_metadata_plugin.devcloud.setns import in_namespace
 from rally_metadata_plugin.devcloud.timers import TimerThread
 from rally_metadata_plugin.devcloud.vm.network import (METADATA_ADDRESS,
                                                        HostNetwork)
@@ -47,7 +47,9 @@ from rally_metadata_plugin.devcloud.vm.network import (METADATA_ADDRESS,
 LOG = logging.getLogger(__name__)
 
 
-def _bound_socket(tap: str) -> socket.socket:
+def tap_socket(tap: str) -> socket.socket:
+    """A socket bound to the metadata address on ``tap`` (call it in the
+    host's namespace)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -60,6 +62,10 @@ def _bound_socket(tap: str) -> socket.socket:
     return sock
 
 
+def _key(host: str, server_id: str) -> str:
+    return f"{host}/{server_id}"
+
+
 class VmMetadataService:
     """Every host's metadata listeners; follows outages of the model."""
 
@@ -69,35 +75,37 @@ class VmMetadataService:
                  stall_log: Path | None = None) -> None:
         self._network = network
         self._scheduler = scheduler
-        self._service = MetadataService(backend, scheduler, hang_limit,
-                                        max_connections, stall_log)
+        self._service = MetadataService(backend, hang_limit, max_connections,
+                                        stall_log)
         self._taps: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def attach(self, host: str, server_id: str, tap: str) -> None:
         """Serve ``server_id`` on ``host`` through ``tap`` (listening soon,
         unless a ``refused`` outage covers that moment)."""
-        namespace = self._network.namespace(host)
         with self._lock:
             self._taps[(host, server_id)] = tap
-        self._service.add_endpoint(
-            (host, server_id), server_id, host,
-            lambda: in_namespace(namespace, lambda: _bound_socket(tap)))
+        self._service.serve(_key(host, server_id), server_id, host,
+                            {"netns": self._network.namespace(host), "tap": tap})
 
     def detach(self, host: str, server_id: str) -> None:
         with self._lock:
             self._taps.pop((host, server_id), None)
-        self._service.remove_endpoint((host, server_id))
+        self._service.unserve(_key(host, server_id))
 
     def listening(self, host: str, server_id: str) -> bool:
-        endpoint = self._service.find((host, server_id))
-        return endpoint is not None and endpoint.listening
+        return self._service.listening(_key(host, server_id))
+
+    def server_changed(self, server: Server) -> None:
+        self._service.update_server(server)
+
+    def server_deleted(self, server: Server) -> None:
+        self._service.forget_server(server.id)
 
     def outage_added(self, outage: Outage) -> None:
+        self._service.add_outage(outage)
         if outage.kind == FaultKind.DROP:
             self._schedule_drop(outage)
-        elif outage.kind == FaultKind.REFUSED:
-            self._service.follow_refused(outage, (outage.host, outage.server_id))
 
     def _schedule_drop(self, outage: Outage) -> None:
         with self._lock:
