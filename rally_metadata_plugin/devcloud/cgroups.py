@@ -1,18 +1,19 @@
-"""The guests' CPU group: process guests yield the CPU to the control plane.
+"""The guests' CPU group: process guests share the CPU as one busy task.
 
 On a real cloud each guest has vCPUs of its own; here every guest process
-shares this machine's cores with the devcloud (APIs, metadata service, SSH)
-and with Rally. Under load the kernel shares the CPU per runnable task, and
-a few hundred probing guests then outnumber the metadata service's one
-thread: it answers late, probes time out, and a timed-out probe is an
-outage the cloud never had (measured: 50 guests at the task's default probe
-rates failed 34 to 50 of 50 iterations, every one on probes timing out).
+shares this machine's cores with the devcloud (APIs, SSH, the metadata
+server process) and with Rally. Under load the kernel shares the CPU per
+runnable task, and a few hundred probing guests then outnumber the metadata
+service's one thread: it answers late, probes time out, and a timed-out
+probe is an outage the cloud never had (measured: 50 guests at the task's
+default probe rates failed 34 to 50 of 50 iterations, every one on probes
+timing out).
 
-So the guests' processes share one CPU control group with a low weight: the
-devcloud and Rally get the CPU first, and what is left goes to the guests,
-whose probes then start late (the meter records when each probe started, so
-the error bound widens) instead of failing. The weight only matters while
-the machine is saturated; an idle machine gives the guests all they ask.
+So the guests' processes share one CPU control group that weighs what one
+busy task weighs: under contention all guests together get about what one
+devcloud or Rally thread gets, and each of those the same. The weight only
+matters while the machine is saturated; an idle machine gives the guests
+all they ask.
 
 The group is ``rally-metadata-devcloud-<pid>-<n>`` (the n-th devcloud of
 process pid) in the ``cpu`` hierarchy of
@@ -43,13 +44,17 @@ from rally_metadata_plugin.devcloud.procfs import is_alive
 LOG = logging.getLogger(__name__)
 
 PREFIX = "rally-metadata-devcloud-"
-#: cgroup v1 ``cpu.shares`` of the guests' group: a task at nice 0 weighs
-#: 1024, so under contention all guests together get about what a quarter
-#: of one busy devcloud or Rally thread gets. Lower starved the guests
-#: (measured: 128 let 200 guests at 1 s probes go 10-17 s without a probe).
-V1_SHARES = 256
-#: the same weight on cgroup v2's scale (default 100)
-V2_WEIGHT = 25
+#: cgroup v1 ``cpu.shares`` of the guests' group: what a task at nice 0
+#: weighs. A quarter of that (256) was right while the metadata service
+#: shared the devcloud's process, which it had to win the CPU for; with a
+#: process of its own it needs little (3 to 6 CPU s a 200-guest run), and at
+#: 256 the guests starved instead: at 200 guests and 1 s probes their probes
+#: timed out while the service answered in milliseconds (12, 1, 0, 42 and 0
+#: of 200 iterations failed in five runs; at 1024, 0 in four runs and 18 in
+#: one, SSH reads during the start-up burst). Lower still starved them outright (128: 10-17 s without a probe).
+V1_SHARES = 1024
+#: the same weight on cgroup v2's scale (its default)
+V2_WEIGHT = 100
 
 _SEQUENCE = itertools.count(1)     # devclouds of this process (the tests')
 _V1_CPU = Path("/sys/fs/cgroup/cpu")
