@@ -50,8 +50,8 @@ PREFIX = "rally-metadata-devcloud-"
 #: process of its own it needs little (3 to 6 CPU s a 200-guest run), and at
 #: 256 the guests starved instead: at 200 guests and 1 s probes their probes
 #: timed out while the service answered in milliseconds (12, 1, 0, 42 and 0
-#: of 200 iterations failed in five runs; at 1024, 0 in four runs and 18 in
-#: one, SSH reads during the start-up burst). Lower still starved them outright (128: 10-17 s without a probe).
+#: of 200 iterations failed in five runs; at 1024, 0 in eight runs and 18
+#: in one, SSH reads during the start-up burst). Lower still starved them outright (128: 10-17 s without a probe).
 V1_SHARES = 1024
 #: the same weight on cgroup v2's scale (its default)
 V2_WEIGHT = 100
