@@ -19,8 +19,9 @@ Each run is the README's main command (``tools/devcloud_task.py``) with
 Printed side by side per run: exit status, iterations with errors, SLA
 verdict, migrations measured, wall time, and CPU seconds of the devcloud
 process (the simulated control plane: APIs, SSH, migrations), of its
-metadata server process, of the guests (their shells and every probe), and of Rally (the controller
-driving the task), with the devcloud's and Rally's per guest. CPU figures
+metadata server process, of the guests (their shells and every probe), and
+of Rally (the controller driving the task), with the devcloud's and Rally's
+per guest. CPU figures
 come from sampling ``/proc`` every 0.5 s (the last half second before a
 process exits is missed) and the guests' from their shells' own and reaped
 children's times; the total of everything started is

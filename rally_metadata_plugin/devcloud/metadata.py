@@ -334,12 +334,6 @@ class MetadataService:
         """The server is gone: so are its endpoints and outages."""
         self._tell({"op": "gone", "id": server_id})
 
-    def add_outage(self, outage: Outage) -> None:
-        """Tell the server process a scheduled outage; it closes and reopens
-        the server's endpoints for a ``refused`` one itself, on time."""
-        self._tell({"op": "outage",
-                    "outage": metadata_channel.outage_fields(outage)})
-
     def serve(self, key: str, server_id: str, host: str | None, bind: dict,
               sock: socket.socket | None = None) -> None:
         """Serve ``server_id`` (as ``host``, or its current host if None) on
@@ -381,7 +375,10 @@ class MetadataService:
             self._pool.release(port)
 
     def outage_added(self, outage: Outage) -> None:
-        self.add_outage(outage)
+        """Tell the server process a scheduled outage; it closes and reopens
+        the server's endpoints for a ``refused`` one itself, on time."""
+        self._tell({"op": "outage",
+                    "outage": metadata_channel.outage_fields(outage)})
 
     # questions
 
@@ -405,6 +402,7 @@ class MetadataService:
                 os.close(fd)
             future = self._questions.get(message.get("reply"))
             if future is not None and not future.done():
+                message.pop("reply")
                 future.set_result(message)
         for future in list(self._questions.values()):
             if not future.done():
@@ -426,9 +424,7 @@ class MetadataService:
     def stats(self) -> dict:
         """``open_connections``, ``overloaded_answers`` (503s for being full)
         and ``stalls`` (``[CLOCK_BOOTTIME start, seconds]`` each)."""
-        answer = self._ask("stats")
-        answer.pop("reply", None)
-        return answer
+        return self._ask("stats")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server process (it closes every endpoint). Idempotent."""

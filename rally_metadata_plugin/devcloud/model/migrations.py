@@ -35,9 +35,6 @@ from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.identity import Caller
 from rally_metadata_plugin.devcloud.model.outages import (MetadataOutages,
                                                           Outage)
-# the metadata service imports it from here (it lives in .outages now)
-from rally_metadata_plugin.devcloud.model.outages import (  # noqa: F401
-    InstanceIdentity)
 from rally_metadata_plugin.devcloud.model.services import CONTROLLER
 from rally_metadata_plugin.devcloud.profiles import OutagePlan
 

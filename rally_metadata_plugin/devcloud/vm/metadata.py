@@ -103,7 +103,7 @@ class VmMetadataService:
         self._service.forget_server(server.id)
 
     def outage_added(self, outage: Outage) -> None:
-        self._service.add_outage(outage)
+        self._service.outage_added(outage)
         if outage.kind == FaultKind.DROP:
             self._schedule_drop(outage)
 
