@@ -150,6 +150,10 @@ class Reaper:
     def forget(self, pgid: int) -> None:
         self._tell(f"-{pgid}")
 
+    def remove_directory(self, path: pathlib.Path) -> None:
+        """Remove ``path`` (an empty control group) at the end, if still there."""
+        self._tell(f"@{path}")
+
     def close(self) -> None:
         try:
             self.process.stdin.close()
@@ -386,9 +390,39 @@ class DevCloudProcess:
         # a devcloud that was killed could not stop its guests, which live in
         # sessions of their own: find them by their tag
         self.orphans = _lifetime().kill_guest_processes(self.state_dir / "guests")
-        # and its guests' CPU group, which it could not remove either
+        # and its CPU groups, which it could not remove either (its metadata
+        # server leaves its own as it exits, now that its devcloud is gone)
         from rally_metadata_plugin.devcloud import cgroups
-        cgroups.remove_stale()
+        cgroups.remove_stale(timeout=3.0)
+
+
+class RallyCpuGroup:
+    """The CPU group of ``rally task start`` and the workers it forks: on a
+    real cloud Rally runs on a machine of its own; here, under overload, it
+    weighs one busy task however many of its threads run, instead of taking
+    the CPU the guests and the metadata service need (see
+    rally_metadata_plugin.devcloud.cgroups). None where no group can be made."""
+
+    def __init__(self, reaper: Reaper) -> None:
+        self.reaper = reaper
+
+    def __enter__(self) -> "RallyCpuGroup":
+        from rally_metadata_plugin.devcloud import cgroups
+        self.group = cgroups.cpu_group("Rally", cgroups.CONTROL_SHARES)
+        if self.group is not None:
+            # removed by the reaper if this process is killed
+            self.reaper.remove_directory(self.group.path)
+        return self
+
+    def add(self, child: "Child") -> None:
+        if self.group is not None:
+            self.group.add(child.pid)
+
+    def __exit__(self, *exc_info) -> None:
+        # Rally has exited or been killed by now; its last processes leave
+        # the group as they exit
+        if self.group is not None:
+            self.group.remove(timeout=5.0)
 
 
 class IsolatedRally:
@@ -700,7 +734,7 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
     task: Child | None = None
     try:
         with DevCloudProcess(out / "devcloud", options.profile, options.seed, signals,
-                             devcloud_options(options)) as cloud:
+                             devcloud_options(options)) as cloud, RallyCpuGroup(reaper) as client_cpu:
             rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet, reaper,
                                   options.live_migrate_timeout)
             try:
@@ -712,6 +746,7 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
                 task_args = task_arguments(options)
                 tags = ["--tag", options.tag] if options.tag else []
                 task = rally.start("task", "start", options.task, *task_args, *tags)
+                client_cpu.add(task)
                 try:
                     task.wait(signals)
                 except Aborted:

@@ -89,6 +89,9 @@ CLOCK_READINGS = 3
 RETRY_TIMEOUT = 5.0
 #: The shortest attempt worth making.
 MIN_ATTEMPT_TIMEOUT = 1.0
+#: Seconds before the first read for the meter's first record; each
+#: further read waits twice as long, up to ``poll_interval``.
+START_POLL_FIRST = 0.2
 
 
 class _Reply(NamedTuple):
@@ -297,8 +300,9 @@ class GuestMeter:
                 f"{settings.workdir}."
             ) from None
         deadline = self._clock() + self.start_timeout
+        pause = START_POLL_FIRST
         while True:
-            snapshot = self.read()
+            snapshot = self.read(deadline=deadline)
             if snapshot.log.fatal:
                 raise GuestError(explain_no_baseline(snapshot.log, 1, 0, settings.url))
             if snapshot.log.records:
@@ -309,7 +313,11 @@ class GuestMeter:
                     f"{self.start_timeout:g} s; the guest may be overloaded or the script was "
                     f"killed."
                 )
-            self._sleep(min(0.2, self.poll_interval))
+            # A guest that has not written its first record yet is most
+            # often a busy one: reading it five times a second (hundreds of
+            # guests starting at once) took the CPU its meter needed.
+            self._sleep(min(pause, self.poll_interval, max(0.0, deadline - self._clock())))
+            pause *= 2
 
     def stop(self, retry: bool = True) -> str:
         """Stop the meter (its whole process group) and return the complete log.

@@ -1,32 +1,34 @@
-"""The guests' CPU group: process guests share the CPU as one busy task.
+"""CPU control groups: who gets the CPU when the devcloud's machine is saturated.
 
-On a real cloud each guest has vCPUs of its own; here every guest process
-shares this machine's cores with the devcloud (APIs, SSH, the metadata
-server process) and with Rally. Under load the kernel shares the CPU per
-runnable task, and a few hundred probing guests then outnumber the metadata
-service's one thread: it answers late, probes time out, and a timed-out
-probe is an outage the cloud never had (measured: 50 guests at the task's
-default probe rates failed 34 to 50 of 50 iterations, every one on probes
-timing out).
+On a real cloud each guest has vCPUs of its own, the metadata service and
+the control plane run on their own hosts, and Rally on another machine;
+here they all share this machine's cores. Under load the kernel shares the
+CPU per runnable task, so the side with the most runnable threads wins: a
+few hundred probing guests outnumbered the metadata service's one thread
+(50 guests at default rates failed 34 to 50 of 50 iterations, every one on
+probes timing out), and at 200 guests the devcloud's and Rally's threads,
+dozens of them runnable at once, left the metadata server's event loop a
+twenty-fifth of a CPU. A probe that times out because its guest or the
+service got no CPU is an outage the cloud never had.
 
-So the guests' processes share one CPU control group that weighs what one
-busy task weighs: under contention all guests together get about what one
-devcloud or Rally thread gets, and each of those the same. The weight only
-matters while the machine is saturated; an idle machine gives the guests
-all they ask.
+So each side is a group weighing a fixed share, whatever its number of
+threads (the weights below): the metadata server process first, then the
+guests together, the devcloud's own process and Rally's (the main command
+puts it there) each as one busy task. The weights only matter while the
+machine is saturated; an idle machine gives each what it asks.
 
-The group is ``rally-metadata-devcloud-<pid>-<n>`` (the n-th devcloud of
-process pid) in the ``cpu`` hierarchy of
-cgroup v1 (``/sys/fs/cgroup/cpu``, ``cpu.shares``) or at the root of a
-cgroup v2 hierarchy (``cpu.weight``), made when this process may (root, a
-writable hierarchy); otherwise the guests run in the devcloud's own group,
-as before, and the devcloud says so in its log. A process joins it by
-writing its pid to ``cgroup.procs`` (see :meth:`CpuGroup.join_command`): the
-guest's shell does so before the command it was given, so nothing the
-command forks can escape, and it costs no process of its own (every SSH
-command of every guest pays it). The group is removed when the devcloud
-stops; the ones of devclouds that died without stopping are removed by the
-next one, or by the main command that ran the devcloud.
+A group is ``rally-metadata-devcloud-<pid>-<n>`` (the n-th group of process
+pid) in the ``cpu`` hierarchy of cgroup v1 (``/sys/fs/cgroup/cpu``,
+``cpu.shares``) or at the root of a cgroup v2 hierarchy (``cpu.weight``),
+made when this process may (root, a writable hierarchy); otherwise
+everything shares the CPU as before and the log says so. A guest's shell
+joins the guests' group before the command it was given (see
+:meth:`CpuGroup.join_command`), so nothing the command forks can escape,
+at the cost of no process of its own (every SSH command of every guest
+pays it); a whole process joins with :meth:`CpuGroup.add`. Groups are
+removed by whoever made them once their processes are gone or moved out;
+the ones of processes that died first are removed by the next devcloud, or
+by the main command that ran the devcloud.
 """
 
 from __future__ import annotations
@@ -44,17 +46,44 @@ from rally_metadata_plugin.devcloud.procfs import is_alive
 LOG = logging.getLogger(__name__)
 
 PREFIX = "rally-metadata-devcloud-"
-#: cgroup v1 ``cpu.shares`` of the guests' group: what a task at nice 0
-#: weighs. A quarter of that (256) was right while the metadata service
-#: shared the devcloud's process, which it had to win the CPU for; with a
-#: process of its own it needs little (3 to 6 CPU s a 200-guest run), and at
-#: 256 the guests starved instead: at 200 guests and 1 s probes their probes
-#: timed out while the service answered in milliseconds (12, 1, 0, 42 and 0
-#: of 200 iterations failed in five runs; at 1024, 0 in eight runs and 18
-#: in one, SSH reads during the start-up burst). Lower still starved them outright (128: 10-17 s without a probe).
+#: cgroup v1 ``cpu.shares`` of each group (1024: what one busy task at nice 0
+#: weighs); cgroup v2's ``cpu.weight`` is the same on its scale (see
+#: :func:`weight_for`). Under contention each group gets its weight's share of
+#: the CPU however many threads it runs; the weights only matter while the
+#: machine is saturated.
+#:
+#: The guests, together, weigh one busy task: a few hundred probing guests
+#: cannot crowd out the rest. (At 256, while the metadata service shared the
+#: devcloud's process, the guests starved: probes timed out on a service that
+#: answered in milliseconds; lower still, 10-17 s without a probe.)
 V1_SHARES = 1024
-#: the same weight on cgroup v2's scale (its default)
+#: The metadata server process, the cloud service the guests measure, comes
+#: first: it needs little (6 to 9 CPU s a 200-guest run), and every
+#: millisecond it waits for a CPU is added to every probe in flight. In the
+#: root group with the devcloud's and Rally's threads, each of which weighs
+#: as much as it does, its event loop waited on the run queue about a second
+#: in every second of a 200-guest start-up (0.04 CPU s of 1 s; 38 stalls of up
+#: to 7 s, 66 to 102 of 200 iterations failing on probe timeouts).
+METADATA_SHARES = 16384
+#: The devcloud's own process (APIs, SSH gateway, migrations) and, run by
+#: ``tools/devcloud_task.py``, Rally's: a real cloud's control plane and the
+#: Rally host are other machines. Each weighs one busy task, whatever number
+#: of its threads are runnable (up to 46 of the devcloud's and 17 of Rally's
+#: at once were counted in a 200-guest start-up): they run slower under
+#: overload, which their timeouts allow, instead of starving the guests and
+#: the metadata service, which turns into measured outages.
+CONTROL_SHARES = 1024
+#: the guests' weight on cgroup v2's scale (its default)
 V2_WEIGHT = 100
+
+
+def weight_for(weight_file: str, shares: int) -> int:
+    """``shares`` (cgroup v1 ``cpu.shares``) for ``weight_file``: itself, or
+    on cgroup v2's ``cpu.weight`` scale (100 for 1024, within 1..10000)."""
+    if weight_file == "cpu.shares":
+        return shares
+    return max(1, min(10000, round(shares * 100 / 1024)))
+
 
 _SEQUENCE = itertools.count(1)     # devclouds of this process (the tests')
 _V1_CPU = Path("/sys/fs/cgroup/cpu")
@@ -91,6 +120,26 @@ class CpuGroup:
         """``command`` (a shell's ``-c`` text), run once its shell joined."""
         return _JOIN.format(procs=shlex.quote(str(self.procs))) + command
 
+    def add(self, pid: int) -> bool:
+        """Move process ``pid``, all its threads, into the group (what it
+        forks later is born there); False, and a warning, if it cannot."""
+        try:
+            self.procs.write_text(f"{pid}\n")
+            return True
+        except OSError as e:
+            LOG.warning("process %d not moved to the CPU group %s: %s",
+                        pid, self.path, e.strerror or e)
+            return False
+
+    def leave(self, pid: int) -> None:
+        """Move process ``pid`` back to the group's parent (so that the
+        group can be removed while the process lives on)."""
+        try:
+            (self.path.parent / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError as e:
+            LOG.warning("process %d not moved out of the CPU group %s: %s",
+                        pid, self.path, e.strerror or e)
+
     def pids(self) -> list[int]:
         try:
             return [int(p) for p in self.procs.read_text().split()]
@@ -109,25 +158,25 @@ class CpuGroup:
                 return True
             except OSError as e:
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                    LOG.warning("guests' CPU group %s not removed: %s "
+                    LOG.warning("CPU group %s not removed: %s "
                                 "(processes: %s)", self.path, e, self.pids())
                     return False
             time.sleep(0.02)
 
 
-def _hierarchies() -> list[tuple[Path, str, int]]:
-    """(directory, weight file, weight) of each hierarchy that could hold
-    the group, most likely first."""
+def _hierarchies() -> list[tuple[Path, str]]:
+    """(directory, weight file) of each hierarchy that could hold a group,
+    most likely first."""
     found = []
     if (_V1_CPU / "cpu.shares").exists():
-        found.append((_V1_CPU, "cpu.shares", V1_SHARES))
+        found.append((_V1_CPU, "cpu.shares"))
     for root in _V2_ROOTS:
         try:
             controllers = (root / "cgroup.subtree_control").read_text().split()
         except OSError:
             continue
         if "cpu" in controllers:
-            found.append((root, "cpu.weight", V2_WEIGHT))
+            found.append((root, "cpu.weight"))
     return found
 
 
@@ -135,7 +184,7 @@ def stale_groups(parent: Path | None = None) -> list[Path]:
     """The groups of devclouds that are gone (killed before they could
     remove theirs), in ``parent`` or in every hierarchy."""
     parents = ([parent] if parent is not None
-               else [p for p, _, _ in _hierarchies()])
+               else [p for p, _ in _hierarchies()])
     found = []
     for directory in parents:
         try:
@@ -151,27 +200,31 @@ def stale_groups(parent: Path | None = None) -> list[Path]:
     return found
 
 
-def remove_stale(parent: Path | None = None) -> None:
-    """Remove :func:`stale_groups`; one with processes left stays."""
+def remove_stale(parent: Path | None = None, timeout: float = 0.0) -> None:
+    """Remove :func:`stale_groups`; one with processes left after
+    ``timeout`` seconds (a killed process leaving as it exits) stays."""
     for group in stale_groups(parent):
         try:
             group.rmdir()
-        except OSError:
-            pass
+        except OSError as e:
+            if timeout > 0 and e.errno == errno.EBUSY:
+                CpuGroup(group, "", 0).remove(timeout)
 
 
-def guest_cpu_group(owner: int | None = None,
-                    hierarchies: list[tuple[Path, str, int]] | None = None
-                    ) -> CpuGroup | None:
-    """A new, empty CPU group for the guests of the devcloud ``owner``
-    (default: this process); None when no hierarchy takes one here."""
+def cpu_group(what: str, shares: int, owner: int | None = None,
+              hierarchies: list[tuple[Path, str]] | None = None
+              ) -> CpuGroup | None:
+    """A new, empty CPU group weighing ``shares`` (cgroup v1 scale) for
+    ``what`` (named in the log), owned by the process ``owner`` (default:
+    this one); None, and a warning, when no hierarchy takes one here."""
     owner = os.getpid() if owner is None else owner
     name = f"{PREFIX}{owner}-{next(_SEQUENCE)}"
     problems = []
-    for parent, weight_file, weight in (
+    for parent, weight_file in (
             _hierarchies() if hierarchies is None else hierarchies):
         remove_stale(parent)
-        group = CpuGroup(parent / name, weight_file, weight)
+        group = CpuGroup(parent / name, weight_file,
+                         weight_for(weight_file, shares))
         try:
             group.create()
         except OSError as e:
@@ -179,9 +232,17 @@ def guest_cpu_group(owner: int | None = None,
             continue
         return group
     LOG.warning(
-        "guests share the CPU with the devcloud as equals (no CPU control "
-        "group could be made%s): past what this machine can carry, probes "
-        "will time out rather than start late",
+        "%s share%s the CPU with every other process as equals (no CPU "
+        "control group could be made%s): past what this machine can carry, "
+        "probes will time out rather than start late", what,
+        "" if what.endswith("s") else "s",
         ": " + "; ".join(problems) if problems else ", no cgroup 'cpu' "
         "controller found")
     return None
+
+
+def guest_cpu_group(owner: int | None = None,
+                    hierarchies: list[tuple[Path, str]] | None = None
+                    ) -> CpuGroup | None:
+    """The guests' group (:data:`V1_SHARES`) of the devcloud ``owner``."""
+    return cpu_group("guests", V1_SHARES, owner, hierarchies)

@@ -361,7 +361,7 @@ class GuestManager:
         self.naming = naming_for(tuple(shell_argv(busybox)))
         self._applets = cirros_applets(root.parent / "guest-bin",
                                        self.naming.shell)
-        #: the guests' CPU group, which yields to the devcloud
+        #: the guests' CPU group, which yields to the metadata server
         #: (:mod:`.cgroups`); None where this machine allows none
         self.cpu_group = guest_cpu_group()
         self._guests: dict[str, Guest] = {}

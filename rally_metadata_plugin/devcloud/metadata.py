@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Iterable
 
 from rally_metadata_plugin.core.faults import FaultKind
-from rally_metadata_plugin.devcloud import limits, metadata_channel
+from rally_metadata_plugin.devcloud import cgroups, limits, metadata_channel
 from rally_metadata_plugin.devcloud.model.backend import CloudBackend
 from rally_metadata_plugin.devcloud.model.compute import Server
 from rally_metadata_plugin.devcloud.model.outages import (
@@ -300,6 +300,11 @@ class MetadataService:
             self._process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
                                              stdin=subprocess.DEVNULL,
                                              start_new_session=True)
+        # the service the guests measure gets the CPU first (see .cgroups)
+        self.cpu_group = cgroups.cpu_group("the metadata server",
+                                            cgroups.METADATA_SHARES)
+        if self.cpu_group is not None:
+            self.cpu_group.add(self._process.pid)
         self._reader = threading.Thread(target=self._read_answers,
                                         name="devcloud-metadata-link", daemon=True)
         self._reader.start()
@@ -442,3 +447,5 @@ class MetadataService:
             self._process.wait()
         self._reader.join(timeout)
         self._link.close()
+        if self.cpu_group is not None and self.cpu_group.remove():
+            self.cpu_group = None

@@ -251,14 +251,31 @@ def _cgroup_lines(pid: int) -> list[str]:
         return []
 
 
+def require_cpu_group(group) -> None:
+    require(group is not None,
+            "no CPU cgroup can be made here (root and a writable cgroup "
+            "'cpu' hierarchy are needed; the devcloud's log says which)")
+
+
+def test_the_metadata_server_has_the_heaviest_cpu_group_which_goes_with_it(tmp_path):
+    cloud = DevCloud(make_config(tmp_path))
+    with cloud:
+        group = cloud.metadata.cpu_group
+        require_cpu_group(group)
+        assert group.pids() == [cloud.metadata.pid]
+        weight = int((group.path / group.weight_file).read_text())
+        assert weight == cgroups.weight_for(group.weight_file, cgroups.METADATA_SHARES)
+        assert weight > int((cloud.guests.cpu_group.path / group.weight_file).read_text())
+        path = group.path
+    assert not path.exists()
+
+
 def test_guest_processes_share_a_cpu_group_that_goes_with_the_devcloud(
         tmp_path):
     cloud = DevCloud(make_config(tmp_path))
     with cloud:
         group = cloud.guests.cpu_group
-        require(group is not None,
-                "no CPU cgroup can be made here (root and a writable cgroup "
-                "'cpu' hierarchy are needed; the devcloud's log says which)")
+        require_cpu_group(group)
         guest = boot_guest(cloud, name="cpu-group-vm")
         pid = start_loop(guest)
         # a command's processes are in the group from the start (here a

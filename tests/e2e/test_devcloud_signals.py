@@ -273,6 +273,12 @@ def test_a_killed_devcloud_leaves_no_guest_process(main_command):
     run.wait_for_migrations(1)  # of three: the guest's meter is running
     devcloud = json.loads((run.out / "devcloud" / "ready").read_text())["pid"]
     assert "rally-metadata-devcloud" in processes_of_the_run(run.out)[devcloud]
+    probe = cgroups.cpu_group("a probe", 1024)
+    if probe is not None:     # this machine has groups:
+        probe.remove()
+        # the devcloud's own process weighs one task (devcloud/cgroups.py)
+        with open(f"/proc/{devcloud}/cgroup") as f:
+            assert cgroups.PREFIX in f.read()
     run.descendants = descendants(run.process.pid)
     os.kill(devcloud, signal.SIGKILL)
     status = run.communicate()
@@ -300,3 +306,20 @@ def test_the_reaper_kills_the_groups_it_watches_once_its_creator_is_gone():
         for process in (watched, forgotten, reaper):
             process.kill()
             process.wait()
+
+
+def test_the_reaper_removes_the_directories_it_was_given_once_its_creator_is_gone(tmp_path):
+    """Rally's CPU group, which a SIGKILLed main command cannot remove."""
+    group, kept = tmp_path / "group", tmp_path / "kept"
+    group.mkdir()
+    kept.mkdir()
+    (kept / "file").write_text("not empty")
+    reaper = subprocess.Popen([sys.executable, str(ROOT / "tools" / "_reaper.py")],
+                              stdin=subprocess.PIPE, text=True, start_new_session=True)
+    reaper.stdin.write(f"@{group}\n@{tmp_path / 'absent'}\n")
+    reaper.stdin.flush()
+    assert group.exists()
+    reaper.stdin.close()
+    assert reaper.wait(timeout=15) == 0
+    assert not group.exists()
+    assert kept.exists()      # never named; a non-empty one would stay too

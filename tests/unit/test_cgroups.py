@@ -24,17 +24,17 @@ def test_group_is_made_with_its_weight_in_the_first_hierarchy_that_takes_it(tmp_
     v1, v2 = tmp_path / "cpu", tmp_path / "unified"
     v2.mkdir()
     group = cgroups.guest_cpu_group(
-        owner=4242, hierarchies=[(v1, "cpu.shares", 256),
-                                 (v2, "cpu.weight", 25)])
+        owner=4242, hierarchies=[(v1, "cpu.shares"), (v2, "cpu.weight")])
     # v1 does not exist: the group lands in the second one
     assert group.path.parent == v2
     assert group.path.name.startswith("rally-metadata-devcloud-4242-")
-    assert (group.path / "cpu.weight").read_text() == "25\n"
+    # the guests' weight on cgroup v2's scale
+    assert (group.path / "cpu.weight").read_text() == f"{cgroups.V2_WEIGHT}\n"
     assert group.procs == group.path / "cgroup.procs"
 
 
 def test_each_devcloud_of_a_process_gets_a_group_of_its_own(tmp_path):
-    hierarchy = [(tmp_path, "cpu.shares", 256)]
+    hierarchy = [(tmp_path, "cpu.shares")]
     first = cgroups.guest_cpu_group(owner=7, hierarchies=hierarchy)
     second = cgroups.guest_cpu_group(owner=7, hierarchies=hierarchy)
     assert first.path != second.path and first.path.exists() and second.path.exists()
@@ -44,8 +44,9 @@ def test_no_hierarchy_no_group_and_the_log_says_why(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     missing = tmp_path / "nowhere"
     assert cgroups.guest_cpu_group(
-        owner=1, hierarchies=[(missing, "cpu.shares", 256)]) is None
-    assert "as equals" in caplog.text and str(missing) in caplog.text
+        owner=1, hierarchies=[(missing, "cpu.shares")]) is None
+    assert "guests share the CPU" in caplog.text and "as equals" in caplog.text
+    assert str(missing) in caplog.text
     assert cgroups.guest_cpu_group(owner=1, hierarchies=[]) is None
     assert "no cgroup 'cpu' controller" in caplog.text
 
@@ -96,3 +97,35 @@ def test_remove_gives_up_on_a_group_that_keeps_processes(tmp_path, caplog):
     # a plain directory with a file: rmdir fails as a busy cgroup's would
     assert not group.remove(timeout=0.05)
     assert "not removed" in caplog.text
+
+
+def test_weights_on_both_scales_and_who_comes_first():
+    assert cgroups.weight_for("cpu.shares", 1024) == 1024
+    assert cgroups.weight_for("cpu.weight", 1024) == 100 == cgroups.V2_WEIGHT
+    assert cgroups.weight_for("cpu.weight", 16384) == 1600
+    assert cgroups.weight_for("cpu.weight", 10 ** 6) == 10000     # v2's maximum
+    assert cgroups.weight_for("cpu.weight", 1) == 1
+    # the metadata service before the guests, the guests as much as the
+    # devcloud's or Rally's process
+    assert cgroups.METADATA_SHARES > cgroups.V1_SHARES == cgroups.CONTROL_SHARES
+
+
+def test_a_whole_process_moves_in_and_back_out(tmp_path):
+    parent = tmp_path / "hierarchy"
+    parent.mkdir()
+    (parent / "cgroup.procs").write_text("")
+    group = cgroups.cpu_group("Rally", cgroups.CONTROL_SHARES, owner=9,
+                              hierarchies=[(parent, "cpu.shares")])
+    assert (group.path / "cpu.shares").read_text() == f"{cgroups.CONTROL_SHARES}\n"
+    assert group.add(4242)
+    assert group.procs.read_text() == "4242\n"
+    group.leave(4242)
+    assert (parent / "cgroup.procs").read_text() == "4242\n"
+
+
+def test_a_process_that_cannot_move_is_a_warning(tmp_path, caplog):
+    group = cgroups.CpuGroup(tmp_path / "absent" / "group", "cpu.shares", 1024)
+    assert not group.add(4242)
+    group.leave(4242)
+    assert "not moved to the CPU group" in caplog.text
+    assert "not moved out of the CPU group" in caplog.text

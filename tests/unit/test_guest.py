@@ -280,6 +280,45 @@ def test_no_first_record_times_out():
     assert ssh.ran[-2:] == ["stop", "cleanup"]
 
 
+def test_waiting_for_the_first_record_reads_less_and_less_often():
+    """A guest without its first record yet is most often a busy one: hundreds
+    of guests read five times a second took the CPU their meters needed."""
+    now = [0.0]
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(round(seconds, 3))
+        now[0] += seconds
+
+    ssh = ScriptedSSH(read=(0, "100.0 1.0\n#start 99.9 v=1\n", ""))
+    meter = guest.GuestMeter(ssh, script.ProbeSettings(expect="x"), fast_exec=False,
+                             start_timeout=10, poll_interval=1.0,
+                             clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(guest.GuestError, match="wrote no probe record within 10 s"):
+        meter.start()
+    assert sleeps[:4] == [0.2, 0.4, 0.8, 1.0] and max(sleeps) == 1.0
+    assert ssh.ran.count("read") == len(sleeps) + 1 <= 14     # not 50
+    assert now[0] == pytest.approx(10.0)                       # never past its deadline
+
+
+def test_reads_for_the_first_record_retry_until_the_start_deadline():
+    """A lost connection while the meter starts is retried until start_timeout,
+    not given up after a few attempts."""
+    answers = [OSError("timed out")] * 5 + [
+        (0, "100.0 1.0\n#start 99.9 v=1\n1 99.9 99.91 P ok\n", "")]
+
+    def read():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    ssh = ScriptedSSH(read=read)
+    meter = scripted_meter(ssh, start_timeout=30, retry_timeout=1)
+    assert meter.start() == 4242
+    assert ssh.ran.count("read") == 6 > guest.RETRY_ATTEMPTS
+
+
 def test_failing_stop_does_not_hide_the_original_error_and_ssh_is_closed():
     ssh = ScriptedSSH(stop=OSError("connection reset"))
     with pytest.raises(ValueError, match="original"):
