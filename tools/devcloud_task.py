@@ -403,12 +403,16 @@ class RallyCpuGroup:
     the CPU the guests and the metadata service need (see
     rally_metadata_plugin.devcloud.cgroups). None where no group can be made."""
 
-    def __init__(self, reaper: Reaper) -> None:
+    def __init__(self, reaper: Reaper, guests: str) -> None:
         self.reaper = reaper
+        # not beside VM guests, as the devcloud's own process (see its serve())
+        self.wanted = guests != "vm"
+        self.group = None
 
     def __enter__(self) -> "RallyCpuGroup":
         from rally_metadata_plugin.devcloud import cgroups
-        self.group = cgroups.cpu_group("Rally", cgroups.CONTROL_SHARES)
+        if self.wanted:
+            self.group = cgroups.cpu_group("Rally", cgroups.CONTROL_SHARES)
         if self.group is not None:
             # removed by the reaper if this process is killed
             self.reaper.remove_directory(self.group.path)
@@ -734,7 +738,7 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
     task: Child | None = None
     try:
         with DevCloudProcess(out / "devcloud", options.profile, options.seed, signals,
-                             devcloud_options(options)) as cloud, RallyCpuGroup(reaper) as client_cpu:
+                             devcloud_options(options)) as cloud, RallyCpuGroup(reaper, options.guests) as client_cpu:
             rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet, reaper,
                                   options.live_migrate_timeout)
             try:

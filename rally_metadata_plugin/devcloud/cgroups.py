@@ -241,6 +241,26 @@ def cpu_group(what: str, shares: int, owner: int | None = None,
     return None
 
 
+#: The group this process joined with :func:`join` (the devcloud's own).
+_JOINED: CpuGroup | None = None
+
+
+def join(group: CpuGroup) -> None:
+    """Move this whole process into ``group``; its children are born there."""
+    global _JOINED
+    if group.add(os.getpid()):
+        _JOINED = group
+
+
+def leave() -> None:
+    """Move this process back out of the group it joined (so that the group
+    can be removed)."""
+    global _JOINED
+    if _JOINED is not None:
+        _JOINED.leave(os.getpid())
+        _JOINED = None
+
+
 def guest_cpu_group(owner: int | None = None,
                     hierarchies: list[tuple[Path, str]] | None = None
                     ) -> CpuGroup | None:

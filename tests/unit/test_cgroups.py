@@ -129,3 +129,18 @@ def test_a_process_that_cannot_move_is_a_warning(tmp_path, caplog):
     group.leave(4242)
     assert "not moved to the CPU group" in caplog.text
     assert "not moved out of the CPU group" in caplog.text
+
+
+def test_a_process_joins_and_leaves(tmp_path):
+    parent = tmp_path / "hierarchy"
+    parent.mkdir()
+    group = cgroups.cpu_group("the devcloud", cgroups.CONTROL_SHARES, owner=9,
+                              hierarchies=[(parent, "cpu.shares")])
+    cgroups.leave()                 # joined nothing: nothing moves
+    assert not (parent / "cgroup.procs").exists()
+    cgroups.join(group)
+    try:
+        assert group.procs.read_text() == f"{os.getpid()}\n"
+    finally:
+        cgroups.leave()
+    assert (parent / "cgroup.procs").read_text() == f"{os.getpid()}\n"
