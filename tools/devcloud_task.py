@@ -405,13 +405,12 @@ class RallyCpuGroup:
 
     def __init__(self, reaper: Reaper, guests: str) -> None:
         self.reaper = reaper
-        # not beside VM guests, as the devcloud's own process (see its serve())
-        self.wanted = guests != "vm"
+        self.guests = guests
         self.group = None
 
     def __enter__(self) -> "RallyCpuGroup":
         from rally_metadata_plugin.devcloud import cgroups
-        if self.wanted:
+        if cgroups.groups_control_plane(self.guests):
             self.group = cgroups.cpu_group("Rally", cgroups.CONTROL_SHARES)
         if self.group is not None:
             # removed by the reaper if this process is killed
@@ -738,7 +737,8 @@ def run(options: argparse.Namespace, signals: StopSignals, reaper: Reaper) -> in
     task: Child | None = None
     try:
         with DevCloudProcess(out / "devcloud", options.profile, options.seed, signals,
-                             devcloud_options(options)) as cloud, RallyCpuGroup(reaper, options.guests) as client_cpu:
+                             devcloud_options(options)) as cloud, \
+                RallyCpuGroup(reaper, options.guests) as client_cpu:
             rally = IsolatedRally(out, cloud.state_dir / "rally.conf", options.quiet, reaper,
                                   options.live_migrate_timeout)
             try:

@@ -16,6 +16,7 @@ import argparse
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -142,14 +143,10 @@ def serve(args: argparse.Namespace) -> int:
     # plane) weighs one busy task however many of its threads run (.cgroups);
     # what it starts later is born in the group and moves to its own (the
     # metadata server, the guests' commands).
-    # Not with VM guests: their QEMUs (TCG), several busy threads each, are
-    # most of the load, and with the devcloud and Rally held to one task's
-    # weight beside them the VM e2e measured a 0.44 s outage of the truth as
-    # none, twice (why exactly is not pinned down).
     control = (cgroups.cpu_group("the devcloud", cgroups.CONTROL_SHARES)
-               if args.guests != "vm" else None)
+               if cgroups.groups_control_plane(args.guests) else None)
     if control is not None:
-        cgroups.join(control)
+        control.add(os.getpid())
     try:
         cloud = DevCloud(config)
         cloud.start()
@@ -161,7 +158,7 @@ def serve(args: argparse.Namespace) -> int:
             cloud.stop()
     finally:
         if control is not None:
-            cgroups.leave()
+            control.leave(os.getpid())
             control.remove()
     return 0
 

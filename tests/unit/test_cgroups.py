@@ -131,16 +131,6 @@ def test_a_process_that_cannot_move_is_a_warning(tmp_path, caplog):
     assert "not moved out of the CPU group" in caplog.text
 
 
-def test_a_process_joins_and_leaves(tmp_path):
-    parent = tmp_path / "hierarchy"
-    parent.mkdir()
-    group = cgroups.cpu_group("the devcloud", cgroups.CONTROL_SHARES, owner=9,
-                              hierarchies=[(parent, "cpu.shares")])
-    cgroups.leave()                 # joined nothing: nothing moves
-    assert not (parent / "cgroup.procs").exists()
-    cgroups.join(group)
-    try:
-        assert group.procs.read_text() == f"{os.getpid()}\n"
-    finally:
-        cgroups.leave()
-    assert (parent / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+def test_the_control_plane_is_grouped_beside_process_guests_only():
+    assert cgroups.groups_control_plane("process")
+    assert not cgroups.groups_control_plane("vm")
